@@ -1,0 +1,253 @@
+"""Whole-network passes and the training epoch, over flat buffers.
+
+Design
+------
+* All parameters live in ONE contiguous buffer (per layer: W then b); the
+  gradients in a second buffer with the same layout (llm.c style). The
+  Python Network hands out NumPy views into them.
+* A workspace of m * (act_width + 2 * max_width) values holds every layer's
+  activation a_l (the forward output, from which each activation's
+  derivative is computed) and two ping-pong delta buffers. The Network
+  allocates it once per batch size and reuses it.
+* `train_epoch` runs a whole epoch inside one `with nogil:` block: gather the
+  shuffled mini-batch into a preallocated buffer, forward, backward, SGD
+  update. No Python, no allocation per batch. A non-finite loss stops the
+  epoch and is raised as ValueError after the GIL is taken back.
+* `forward` and `evaluate` use only the workspace passed in, so they are
+  reentrant: threads that each bring their own workspace may share one
+  network. Inputs are processed in chunks of `work.shape[0]` rows.
+* Python validates (cmlp/network.py), Cython computes: nothing here checks
+  shapes, dtypes or values.
+"""
+from libc.math cimport isfinite
+from libc.stdint cimport int32_t
+from libc.string cimport memcpy
+
+from cmlp._kernels cimport (
+    OUT_SOFTMAX, activation_backward, activation_forward, linear_backward,
+    linear_forward, mse_backward, mse_loss, sgd_update, softmax_forward,
+    softmax_xent_backward, softmax_xent_loss,
+)
+
+
+cdef class NetLayout:
+    """Owns the index arrays of a network's layout and the C struct over them.
+
+    Built by cmlp.network from already-validated arrays (cmlp/_layout.py).
+    """
+    cdef Layout c
+    cdef readonly object sizes, w_offsets, b_offsets, activations
+
+    def __init__(self, const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] w_offsets,
+                 const Py_ssize_t[::1] b_offsets, const int32_t[::1] activations,
+                 int output, Py_ssize_t n_params):
+        self.sizes, self.w_offsets = sizes, w_offsets
+        self.b_offsets, self.activations = b_offsets, activations
+        cdef Py_ssize_t l
+        self.c.n_layers = sizes.shape[0] - 1
+        self.c.sizes = &sizes[0]
+        self.c.w_offsets = &w_offsets[0]
+        self.c.b_offsets = &b_offsets[0]
+        self.c.activations = &activations[0]
+        self.c.output = output
+        self.c.n_params = n_params
+        self.c.act_width = 0
+        self.c.max_width = 0
+        for l in range(1, sizes.shape[0]):
+            self.c.act_width += sizes[l]
+            self.c.max_width = max(self.c.max_width, sizes[l])
+
+    @property
+    def work_per_row(self):
+        """Workspace values needed per batch row."""
+        return self.c.act_width + 2 * self.c.max_width
+
+
+cdef floating* forward_pass(floating* work, const floating* params,
+                            const Layout* layout, const floating* X,
+                            Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t l, n_in, n_out
+    cdef const floating* a_prev = X
+    cdef floating* a = work
+    for l in range(layout.n_layers):
+        n_in = layout.sizes[l]
+        n_out = layout.sizes[l + 1]
+        linear_forward(a, a_prev, params + layout.w_offsets[l],
+                       params + layout.b_offsets[l], m, n_in, n_out)
+        activation_forward(layout.activations[l], a, a, m * n_out)
+        a_prev = a
+        a += m * n_out
+    return <floating*> a_prev
+
+
+cdef double backward_pass(floating* grads, floating* work,
+                          const floating* params, const Layout* layout,
+                          const floating* X, const int32_t* labels,
+                          const floating* targets, Py_ssize_t m,
+                          Py_ssize_t* n_correct) noexcept nogil:
+    cdef Py_ssize_t l, L = layout.n_layers
+    cdef Py_ssize_t k = layout.sizes[L]
+    cdef floating* out = work + m * (layout.act_width - k)     # a_L
+    cdef floating* dz = work + m * layout.act_width
+    cdef floating* spare = dz + m * layout.max_width
+    cdef floating* swap
+    cdef floating* a_prev
+    cdef double loss
+    if layout.output == OUT_SOFTMAX:
+        loss = softmax_xent_backward(dz, out, labels, m, k, n_correct)
+    else:
+        loss = mse_backward(dz, out, targets, m, k)
+        n_correct[0] = 0
+    for l in range(L - 1, -1, -1):
+        # a_prev is this layer's input: X, or the previous layer's output,
+        # which sits just below `out` in the workspace.
+        if l == 0:
+            a_prev = <floating*> X
+        else:
+            out -= m * layout.sizes[l]
+            a_prev = out
+        linear_backward(spare if l > 0 else NULL,
+                        grads + layout.w_offsets[l], grads + layout.b_offsets[l],
+                        dz, a_prev, params + layout.w_offsets[l],
+                        m, layout.sizes[l], layout.sizes[l + 1])
+        if l > 0:
+            activation_backward(layout.activations[l - 1], spare, a_prev,
+                                spare, m * layout.sizes[l])
+            swap = dz
+            dz = spare
+            spare = swap
+    return loss
+
+
+# The unused one of labels/targets is passed empty; its pointer is NULL.
+cdef inline const int32_t* _labels_ptr(const int32_t[::1] labels):
+    return &labels[0] if labels.shape[0] > 0 else NULL
+
+
+cdef inline const floating* _targets_ptr(const floating[:, ::1] targets):
+    return &targets[0, 0] if targets.shape[0] > 0 else NULL
+
+
+def forward(const floating[::1] params, NetLayout layout,
+            const floating[:, ::1] X,     # IN  (n, sizes[0])
+            floating[:, ::1] out,         # OUT (n, sizes[L]): probabilities or raw
+            floating[:, ::1] work):       # scratch (chunk, work_per_row)
+    """Network outputs for X into `out`, in chunks of work.shape[0] rows."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = out.shape[1]
+    cdef Py_ssize_t chunk = work.shape[0], start, m
+    cdef floating* raw
+    with nogil:
+        start = 0
+        while start < n:
+            m = min(chunk, n - start)
+            raw = forward_pass(&work[0, 0], &params[0], &layout.c,
+                               &X[start, 0], m)
+            if layout.c.output == OUT_SOFTMAX:
+                softmax_forward(&out[start, 0], raw, m, k)
+            else:
+                memcpy(&out[start, 0], raw, m * k * sizeof(floating))
+            start += m
+
+
+def evaluate(const floating[::1] params, NetLayout layout,
+             const floating[:, ::1] X,          # IN (n, sizes[0])
+             const int32_t[::1] labels,         # IN (n) for softmax, else (0)
+             const floating[:, ::1] targets,    # IN (n, k) for identity, else (0, k)
+             floating[:, ::1] work):            # scratch (chunk, work_per_row)
+    """Return (loss sum, number of correct argmax predictions) over X."""
+    cdef Py_ssize_t n = X.shape[0], k = layout.c.sizes[layout.c.n_layers]
+    cdef Py_ssize_t chunk = work.shape[0], start, m, correct = 0, hits = 0
+    cdef const int32_t* lab = _labels_ptr(labels)
+    cdef const floating* tgt = _targets_ptr(targets)
+    cdef floating* raw
+    cdef double loss = 0
+    with nogil:
+        start = 0
+        while start < n:
+            m = min(chunk, n - start)
+            raw = forward_pass(&work[0, 0], &params[0], &layout.c,
+                               &X[start, 0], m)
+            if layout.c.output == OUT_SOFTMAX:
+                loss += softmax_xent_loss(raw, lab + start, m, k, &hits)
+                correct += hits
+            else:
+                loss += mse_loss(raw, tgt + start * k, m, k)
+            start += m
+    return loss, correct
+
+
+def loss_and_gradients(const floating[::1] params, floating[::1] grads,
+                       NetLayout layout,
+                       const floating[:, ::1] X,        # IN (m, sizes[0])
+                       const int32_t[::1] labels,       # IN (m) or (0)
+                       const floating[:, ::1] targets,  # IN (m, k) or (0, k)
+                       floating[:, ::1] work):          # scratch (m, work_per_row)
+    """Gradient of the mean loss over all m rows of X into `grads`.
+
+    Returns (loss sum, number correct).
+    """
+    cdef Py_ssize_t m = X.shape[0], correct = 0
+    cdef const int32_t* lab = _labels_ptr(labels)
+    cdef const floating* tgt = _targets_ptr(targets)
+    cdef double loss
+    with nogil:
+        forward_pass(&work[0, 0], &params[0], &layout.c, &X[0, 0], m)
+        loss = backward_pass(&grads[0], &work[0, 0], &params[0], &layout.c,
+                             &X[0, 0], lab, tgt, m, &correct)
+    return loss, correct
+
+
+def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
+                const floating[:, ::1] X,         # IN (n, sizes[0])
+                const int32_t[::1] labels,        # IN (n) or (0)
+                const floating[:, ::1] targets,   # IN (n, k) or (0, k)
+                const Py_ssize_t[::1] order,      # IN (n) row visiting order
+                double lr,
+                floating[:, ::1] work,            # scratch (batch, work_per_row)
+                floating[:, ::1] batch_X,         # scratch (batch, sizes[0])
+                int32_t[::1] batch_labels,        # scratch (batch) or (0)
+                floating[:, ::1] batch_targets):  # scratch (batch, k) or (0, k)
+    """One epoch of mini-batch SGD over X in the given order.
+
+    The batch size is work.shape[0]; the last batch may be smaller. Returns
+    (loss sum, number correct, rows seen). Raises ValueError if a batch
+    loss is non-finite; that batch's update is not applied.
+    """
+    cdef Py_ssize_t n = order.shape[0], d = X.shape[1]
+    cdef Py_ssize_t k = layout.c.sizes[layout.c.n_layers]
+    cdef Py_ssize_t batch = work.shape[0], start, m, i, row
+    cdef Py_ssize_t hits = 0, correct = 0, seen = 0
+    cdef bint softmax = layout.c.output == OUT_SOFTMAX
+    cdef bint finite = True
+    cdef double loss, total = 0
+    cdef floating step = <floating> lr
+    cdef const int32_t* lab = _labels_ptr(batch_labels)
+    cdef const floating* tgt = _targets_ptr(batch_targets)
+    with nogil:
+        start = 0
+        while start < n:
+            m = min(batch, n - start)
+            for i in range(m):
+                row = order[start + i]
+                memcpy(&batch_X[i, 0], &X[row, 0], d * sizeof(floating))
+                if softmax:
+                    batch_labels[i] = labels[row]
+                else:
+                    memcpy(&batch_targets[i, 0], &targets[row, 0],
+                           k * sizeof(floating))
+            forward_pass(&work[0, 0], &params[0], &layout.c, &batch_X[0, 0], m)
+            loss = backward_pass(&grads[0], &work[0, 0], &params[0], &layout.c,
+                                 &batch_X[0, 0], lab, tgt, m, &hits)
+            if not isfinite(loss):
+                finite = False
+                break
+            sgd_update(&params[0], &grads[0], step, layout.c.n_params)
+            total += loss
+            correct += hits
+            seen += m
+            start += m
+    if not finite:
+        raise ValueError(
+            f"the training loss became non-finite after {seen} samples of the "
+            "epoch; the learning rate is probably too high for this data")
+    return total, correct, seen

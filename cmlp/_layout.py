@@ -1,0 +1,98 @@
+"""Network layout: names and codes, flat-buffer offsets, weight initialisation.
+
+Shared by cmlp.network (the C engine) and cmlp.reference (the NumPy twin), so
+that both start from the same weights for the same seed.
+"""
+import numpy as np
+
+# Codes match the enums in _kernels.pxd.
+ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+OUTPUTS = {"softmax": 0, "identity": 1}
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+# scipy.linalg.cython_blas takes 32-bit Fortran integers for sizes.
+BLAS_INT_MAX = 2**31 - 1
+
+
+def check_architecture(sizes, activation, output, dtype):
+    """Validate the constructor arguments of a network.
+
+    Returns (sizes tuple, per-layer activation names, output, numpy dtype),
+    where the activation list has one name per hidden layer.
+    """
+    try:
+        sizes = tuple(int(s) for s in sizes)
+    except (TypeError, ValueError):
+        raise TypeError(f"sizes must be a sequence of integers, got {sizes!r}") from None
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs an input and an output width, got {sizes}")
+    if min(sizes) < 1:
+        raise ValueError(f"every layer size must be >= 1, got {sizes}")
+    if max(sizes) > BLAS_INT_MAX:
+        raise ValueError(f"layer sizes must be < 2**31 (32-bit BLAS), got {max(sizes)}")
+
+    n_hidden = len(sizes) - 2
+    if isinstance(activation, str):
+        given, names = [activation], [activation] * n_hidden
+    else:
+        given = names = list(activation)
+        if len(names) != n_hidden:
+            raise ValueError(f"{n_hidden} hidden layers need {n_hidden} activations, got {len(names)}")
+    for name in given:
+        if name not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; choose from {sorted(OUTPUTS)}")
+    if output == "softmax" and sizes[-1] < 2:
+        raise ValueError("a softmax output needs at least 2 classes")
+    key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if key not in DTYPES:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return sizes, names, output, np.dtype(DTYPES[key])
+
+
+def offsets(sizes):
+    """(w_offsets, b_offsets, n_params): per layer, W then b, back to back."""
+    w_off, b_off, pos = [], [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        w_off.append(pos)
+        pos += n_in * n_out
+        b_off.append(pos)
+        pos += n_out
+    return w_off, b_off, pos
+
+
+def init_params(sizes, activations, seed, dtype):
+    """A flat parameter vector, initialised from `seed`.
+
+    He normal, N(0, 2 / n_in), for layers followed by ReLU; Glorot uniform,
+    U(+-sqrt(6 / (n_in + n_out))), for tanh, sigmoid, identity and the output
+    layer. Biases start at zero. Draws are made in float64 and then cast, so
+    the float32 and float64 networks of one seed start from the same weights.
+    """
+    rng = np.random.default_rng(init_seed(seed))
+    w_off, b_off, n_params = offsets(sizes)
+    flat = np.zeros(n_params, dtype=np.float64)
+    following = list(activations) + ["output"]
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if following[l] == "relu":
+            W = rng.normal(0.0, np.sqrt(2.0 / n_in), size=(n_in, n_out))
+        else:
+            limit = np.sqrt(6.0 / (n_in + n_out))
+            W = rng.uniform(-limit, limit, size=(n_in, n_out))
+        flat[w_off[l]:w_off[l] + n_in * n_out] = W.ravel()
+    return flat.astype(dtype)
+
+
+def _seed_sequences(seed):
+    return np.random.SeedSequence(seed).spawn(2)
+
+
+def init_seed(seed):
+    """The seed stream for the initial weights of a network seeded `seed`."""
+    return _seed_sequences(seed)[0]
+
+
+def shuffle_seed(seed):
+    """The seed stream for the mini-batch order of a network seeded `seed`."""
+    return _seed_sequences(seed)[1]

@@ -1,0 +1,85 @@
+"""Input checks at the Python boundary: everything the C code assumes."""
+import numbers
+
+import numpy as np
+
+from cmlp._layout import BLAS_INT_MAX
+
+
+def as_matrix(X, n_features, dtype, name="X"):
+    """X as a C-contiguous (n, n_features) array of `dtype`, copied at most once.
+
+    Raises TypeError for non-numeric input and ValueError for a wrong shape,
+    an empty array or non-finite values.
+    """
+    if hasattr(X, "toarray") and not isinstance(X, np.ndarray):
+        raise TypeError(f"{name}: sparse input is not supported; pass a dense array")
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric (bool, int or float), got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        hint = " (use X.reshape(1, -1) for a single sample)" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}{hint}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples")
+    if arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features but the network expects {n_features}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values"
+                         + (" (or values out of range for the network dtype)"
+                            if np.isfinite(np.asarray(X, dtype=np.float64)).all() else ""))
+    return arr
+
+
+def as_labels(y, n, n_classes, name="y"):
+    """Integer class labels in [0, n_classes) as a contiguous int32 array of length n."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of integer class labels, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"X has {n} samples but {name} has {arr.shape[0]}")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{name} must hold integer class labels; got non-integer values")
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
+    if arr.min() < 0 or arr.max() >= n_classes:
+        raise ValueError(f"{name} labels must lie in [0, {n_classes}); "
+                         f"got values from {arr.min()} to {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def as_targets(y, n, n_outputs, dtype, name="y"):
+    """Float regression targets as a contiguous (n, n_outputs) array of `dtype`.
+
+    A 1-D y is accepted when the network has a single output.
+    """
+    arr = np.asarray(y)
+    if arr.ndim == 1 and n_outputs == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, {n_outputs}), got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"X has {n} samples but {name} has {arr.shape[0]}")
+    if arr.shape[1] != n_outputs:
+        raise ValueError(f"{name} has {arr.shape[1]} columns but the network has {n_outputs} outputs")
+    return as_matrix(arr, n_outputs, dtype, name)
+
+
+def positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > BLAS_INT_MAX:
+        raise ValueError(f"{name} must be < 2**31, got {value}")
+    return int(value)
+
+
+def positive_float(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)

@@ -1,0 +1,261 @@
+"""Python-callable C kernels, one per cdef kernel in cmlp._kernels.
+
+Each function here has a NumPy twin of the same name and signature in
+cmlp.reference; tests/test_kernels.py compares every pair. These wrappers
+validate and allocate (the Python boundary), then run the C kernel without
+the GIL. Inputs must be float32 or float64 arrays of one dtype; the result
+keeps that dtype. Loss sums come back as Python floats.
+
+Other Cython code should cimport the kernels themselves from cmlp._kernels.
+"""
+import numpy as np
+
+from libc.stdint cimport int32_t
+from cython cimport floating
+
+from cmlp cimport _kernels as K
+
+__all__ = [
+    "linear_forward", "linear_backward",
+    "relu_forward", "relu_backward", "tanh_forward", "tanh_backward",
+    "sigmoid_forward", "sigmoid_backward",
+    "softmax_forward", "softmax_xent_loss", "softmax_xent_backward",
+    "mse_loss", "mse_backward", "sgd_update",
+]
+
+
+def _floats(*arrays):
+    """C-contiguous copies-if-needed of arrays sharing one float dtype."""
+    dtypes = {np.asarray(a).dtype for a in arrays}
+    if len(dtypes) != 1:
+        raise TypeError(f"arrays must share one dtype, got {sorted(map(str, dtypes))}")
+    dtype = dtypes.pop()
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def _matrix(a, name):
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
+
+
+def _labels(labels, m, k):
+    labels = np.asarray(labels)
+    if labels.shape != (m,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be {m} integers, got {labels.dtype} {labels.shape}")
+    if m and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels must lie in [0, {k})")
+    return np.ascontiguousarray(labels, dtype=np.int32)
+
+
+# ---------------------------------------------------------------- linear ----
+
+def linear_forward(a_prev, W, b):
+    """z (m, n_out) = a_prev (m, n_in) @ W (n_in, n_out) + b (n_out)."""
+    a_prev, W, b = _floats(a_prev, W, b)
+    _matrix(a_prev, "a_prev")
+    _matrix(W, "W")
+    if a_prev.shape[1] != W.shape[0] or b.shape != (W.shape[1],):
+        raise ValueError(f"shapes {a_prev.shape} @ {W.shape} + {b.shape} do not fit")
+    z = np.empty((a_prev.shape[0], W.shape[1]), dtype=W.dtype)
+    _linear_forward(z, a_prev, W, b)
+    return z
+
+
+def _linear_forward(floating[:, ::1] z, const floating[:, ::1] a_prev,
+                    const floating[:, ::1] W, const floating[::1] b):
+    with nogil:
+        K.linear_forward(&z[0, 0], &a_prev[0, 0], &W[0, 0], &b[0],
+                         a_prev.shape[0], W.shape[0], W.shape[1])
+
+
+def linear_backward(dz, a_prev, W):
+    """(da_prev, dW, db) for z = a_prev @ W + b given dz = dL/dz."""
+    dz, a_prev, W = _floats(dz, a_prev, W)
+    for a, name in ((dz, "dz"), (a_prev, "a_prev"), (W, "W")):
+        _matrix(a, name)
+    m, n_in, n_out = a_prev.shape[0], W.shape[0], W.shape[1]
+    if a_prev.shape[1] != n_in or dz.shape != (m, n_out):
+        raise ValueError(f"shapes dz {dz.shape}, a_prev {a_prev.shape}, W {W.shape} do not fit")
+    da_prev = np.empty_like(a_prev)
+    dW = np.empty_like(W)
+    db = np.empty(n_out, dtype=W.dtype)
+    _linear_backward(da_prev, dW, db, dz, a_prev, W)
+    return da_prev, dW, db
+
+
+def _linear_backward(floating[:, ::1] da_prev, floating[:, ::1] dW,
+                     floating[::1] db, const floating[:, ::1] dz,
+                     const floating[:, ::1] a_prev, const floating[:, ::1] W):
+    with nogil:
+        K.linear_backward(&da_prev[0, 0], &dW[0, 0], &db[0], &dz[0, 0],
+                          &a_prev[0, 0], &W[0, 0], a_prev.shape[0],
+                          W.shape[0], W.shape[1])
+
+
+# ----------------------------------------------------------- activations ----
+
+def _unary(int which, z):
+    (z,) = _floats(z)
+    a = np.empty_like(z)
+    if z.size:
+        _activation_forward(which, a.reshape(-1), z.reshape(-1))
+    return a
+
+
+def _activation_forward(int which, floating[::1] a, const floating[::1] z):
+    with nogil:
+        K.activation_forward(which, &a[0], &z[0], z.shape[0])
+
+
+def _binary(int which, a, da):
+    a, da = _floats(a, da)
+    if a.shape != da.shape:
+        raise ValueError(f"a {a.shape} and da {da.shape} must have one shape")
+    dz = np.empty_like(da)
+    if a.size:
+        _activation_backward(which, dz.reshape(-1), a.reshape(-1), da.reshape(-1))
+    return dz
+
+
+def _activation_backward(int which, floating[::1] dz, const floating[::1] a,
+                         const floating[::1] da):
+    with nogil:
+        K.activation_backward(which, &dz[0], &a[0], &da[0], a.shape[0])
+
+
+def relu_forward(z):
+    """a = max(z, 0)."""
+    return _unary(K.ACT_RELU, z)
+
+
+def relu_backward(a, da):
+    """dz = da * relu'(z), from the forward output a = relu(z)."""
+    return _binary(K.ACT_RELU, a, da)
+
+
+def tanh_forward(z):
+    """a = tanh(z)."""
+    return _unary(K.ACT_TANH, z)
+
+
+def tanh_backward(a, da):
+    """dz = da * (1 - a^2), from a = tanh(z)."""
+    return _binary(K.ACT_TANH, a, da)
+
+
+def sigmoid_forward(z):
+    """a = 1 / (1 + exp(-z)), without overflow."""
+    return _unary(K.ACT_SIGMOID, z)
+
+
+def sigmoid_backward(a, da):
+    """dz = da * a * (1 - a), from a = sigmoid(z)."""
+    return _binary(K.ACT_SIGMOID, a, da)
+
+
+# ---------------------------------------------------------------- losses ----
+
+def softmax_forward(z):
+    """Row-wise softmax of z (m, k)."""
+    (z,) = _floats(z)
+    _matrix(z, "z")
+    p = np.empty_like(z)
+    _softmax_forward(p, z)
+    return p
+
+
+def _softmax_forward(floating[:, ::1] p, const floating[:, ::1] z):
+    with nogil:
+        K.softmax_forward(&p[0, 0], &z[0, 0], z.shape[0], z.shape[1])
+
+
+def softmax_xent_loss(z, labels):
+    """(sum over rows of -log softmax(z)[label], number of argmax hits)."""
+    (z,) = _floats(z)
+    _matrix(z, "z")
+    return _softmax_xent_loss(z, _labels(labels, *z.shape))
+
+
+def _softmax_xent_loss(const floating[:, ::1] z, const int32_t[::1] labels):
+    cdef Py_ssize_t correct
+    cdef double loss
+    with nogil:
+        loss = K.softmax_xent_loss(&z[0, 0], &labels[0], z.shape[0],
+                                   z.shape[1], &correct)
+    return loss, correct
+
+
+def softmax_xent_backward(z, labels):
+    """(dz = (softmax(z) - onehot(labels)) / m, loss sum, number of hits)."""
+    (z,) = _floats(z)
+    _matrix(z, "z")
+    dz = np.empty_like(z)
+    loss, correct = _softmax_xent_backward(dz, z, _labels(labels, *z.shape))
+    return dz, loss, correct
+
+
+def _softmax_xent_backward(floating[:, ::1] dz, const floating[:, ::1] z,
+                           const int32_t[::1] labels):
+    cdef Py_ssize_t correct
+    cdef double loss
+    with nogil:
+        loss = K.softmax_xent_backward(&dz[0, 0], &z[0, 0], &labels[0],
+                                       z.shape[0], z.shape[1], &correct)
+    return loss, correct
+
+
+def _targets(yhat, y):
+    yhat, y = _floats(yhat, y)
+    _matrix(yhat, "yhat")
+    if y.shape != yhat.shape:
+        raise ValueError(f"yhat {yhat.shape} and y {y.shape} must have one shape")
+    return yhat, y
+
+
+def mse_loss(yhat, y):
+    """Sum over rows of 1/2 ||yhat - y||^2."""
+    yhat, y = _targets(yhat, y)
+    return _mse_loss(yhat, y)
+
+
+def _mse_loss(const floating[:, ::1] yhat, const floating[:, ::1] y):
+    cdef double loss
+    with nogil:
+        loss = K.mse_loss(&yhat[0, 0], &y[0, 0], y.shape[0], y.shape[1])
+    return loss
+
+
+def mse_backward(yhat, y):
+    """(dz = (yhat - y) / m, the mse_loss sum)."""
+    yhat, y = _targets(yhat, y)
+    dz = np.empty_like(y)
+    return dz, _mse_backward(dz, yhat, y)
+
+
+def _mse_backward(floating[:, ::1] dz, const floating[:, ::1] yhat,
+                  const floating[:, ::1] y):
+    cdef double loss
+    with nogil:
+        loss = K.mse_backward(&dz[0, 0], &yhat[0, 0], &y[0, 0], y.shape[0],
+                              y.shape[1])
+    return loss
+
+
+# -------------------------------------------------------------- optimiser ----
+
+def sgd_update(params, grads, lr):
+    """A copy of params after one step: params - lr * grads."""
+    params, grads = _floats(params, grads)
+    if params.shape != grads.shape:
+        raise ValueError(f"params {params.shape} and grads {grads.shape} must have one shape")
+    out = params.copy()
+    if out.size:
+        _sgd_update(out.reshape(-1), grads.reshape(-1), float(lr))
+    return out
+
+
+def _sgd_update(floating[::1] params, const floating[::1] grads, double lr):
+    with nogil:
+        K.sgd_update(&params[0], &grads[0], <floating> lr, params.shape[0])

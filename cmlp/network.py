@@ -1,0 +1,294 @@
+"""The Python face of cmlp: Network validates, the C engine computes."""
+import os
+import tempfile
+import time
+import zipfile
+
+import numpy as np
+
+from cmlp import _engine
+from cmlp._layout import ACTIVATIONS, OUTPUTS, check_architecture, init_params, offsets, shuffle_seed
+from cmlp._validation import as_labels, as_matrix, as_targets, positive_float, positive_int
+from cmlp.history import History
+
+# Rows per chunk when predicting: large enough for efficient GEMMs, small
+# enough that the per-call workspace stays in cache-friendly territory.
+PREDICT_CHUNK = 1024
+FORMAT = "cmlp-model-1"
+
+
+class Network:
+    """A multilayer perceptron whose forward, backward and training loop run in C.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input first: ``[784, 128, 64, 10]``.
+    activation : str or sequence of str
+        Hidden activation, one of ``relu``, ``tanh``, ``sigmoid``, ``identity``,
+        or one name per hidden layer.
+    output : {"softmax", "identity"}
+        ``softmax``: softmax + cross-entropy over integer labels in [0, k).
+        ``identity``: raw outputs + mean squared error, 1/(2m) sum (yhat - y)^2,
+        over float targets of shape (n, k).
+    dtype : {"float32", "float64"}
+        The dtype of parameters and all computation; inputs are converted to it.
+    seed : int or None
+        Seeds the initial weights (He for ReLU, Glorot otherwise) and the
+        mini-batch order of `fit`. Same seed, same weights, same order.
+
+    Attributes
+    ----------
+    weights, biases : tuple of ndarray
+        Writable views, W of shape (n_in, n_out) and b of shape (n_out,), into
+        one flat parameter buffer (`parameters`).
+
+    One Network may serve `forward`/`predict` from several threads at once;
+    `fit` and `gradients` must not run concurrently with other calls on it.
+    """
+
+    def __init__(self, sizes, activation="relu", output="softmax", dtype="float32", seed=None):
+        self.sizes, self.activations, self.output, self.dtype = check_architecture(
+            sizes, activation, output, dtype)
+        self.seed = seed
+        self._parameters = init_params(self.sizes, self.activations, seed, self.dtype)
+        self._gradients = np.zeros_like(self._parameters)
+        self._shuffle_rng = np.random.default_rng(shuffle_seed(seed))
+        w_off, b_off, n_params = offsets(self.sizes)
+        self._layout = _engine.NetLayout(
+            np.asarray(self.sizes, dtype=np.intp),
+            np.asarray(w_off, dtype=np.intp),
+            np.asarray(b_off, dtype=np.intp),
+            np.asarray([ACTIVATIONS[a] for a in self.activations] + [ACTIVATIONS["identity"]],
+                       dtype=np.int32),
+            OUTPUTS[self.output], n_params)
+        self.weights = self._views(self._parameters)
+        self.biases = self._views(self._parameters, biases=True)
+
+    def _views(self, flat, biases=False):
+        w_off, b_off, _ = offsets(self.sizes)
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
+        if biases:
+            return tuple(flat[b:b + o] for b, (_, o) in zip(b_off, pairs))
+        return tuple(flat[w:w + i * o].reshape(i, o) for w, (i, o) in zip(w_off, pairs))
+
+    @property
+    def parameters(self):
+        """The flat parameter buffer: every layer's W then b, back to back."""
+        return self._parameters
+
+    @property
+    def n_features(self):
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self):
+        return self.sizes[-1]
+
+    def __repr__(self):
+        acts = self.activations[0] if len(set(self.activations)) == 1 else self.activations
+        return (f"Network({list(self.sizes)}, activation={acts!r}, output={self.output!r}, "
+                f"dtype={self.dtype.name!r})")
+
+    # ------------------------------------------------------------ inputs ----
+
+    def _check_X(self, X, name="X"):
+        return as_matrix(X, self.n_features, self.dtype, name)
+
+    def _check_Xy(self, X, y, names=("X", "y")):
+        """(X, labels, targets), with the unused one of labels/targets empty."""
+        X = self._check_X(X, names[0])
+        n = X.shape[0]
+        if self.output == "softmax":
+            labels = as_labels(y, n, self.n_outputs, names[1])
+            targets = np.empty((0, self.n_outputs), dtype=self.dtype)
+        else:
+            labels = np.empty(0, dtype=np.int32)
+            targets = as_targets(y, n, self.n_outputs, self.dtype, names[1])
+        return X, labels, targets
+
+    def _workspace(self, rows):
+        return np.empty((rows, self._layout.work_per_row), dtype=self.dtype)
+
+    # ---------------------------------------------------------- inference ----
+
+    def forward(self, X, out=None):
+        """Network outputs for X (n, n_features): class probabilities for a
+        softmax network, raw outputs for an identity one. Shape (n, k).
+
+        `out`, if given, must be a C-contiguous (n, k) array of the network
+        dtype; it is filled and returned. Releases the GIL while computing.
+        """
+        X = self._check_X(X)
+        shape = (X.shape[0], self.n_outputs)
+        if out is None:
+            out = np.empty(shape, dtype=self.dtype)
+        elif (not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != self.dtype
+              or not out.flags.c_contiguous or not out.flags.writeable):
+            raise ValueError(f"out must be a writable C-contiguous {self.dtype.name} array "
+                             f"of shape {shape}")
+        work = self._workspace(min(X.shape[0], PREDICT_CHUNK))
+        _engine.forward(self._parameters, self._layout, X, out, work)
+        return out
+
+    def predict_proba(self, X, out=None):
+        """Class probabilities (n, k); softmax networks only."""
+        if self.output != "softmax":
+            raise ValueError("predict_proba needs a softmax output; use forward or predict")
+        return self.forward(X, out=out)
+
+    def predict(self, X):
+        """Class labels (n,) for a softmax network; outputs (n, k) for an identity one."""
+        P = self.forward(X)
+        return P.argmax(axis=1) if self.output == "softmax" else P
+
+    def evaluate(self, X, y):
+        """Mean loss over (X, y): ``{"loss": ..., "accuracy": ...}``.
+
+        ``accuracy`` (fraction of argmax hits) is given for softmax networks only.
+        """
+        X, labels, targets = self._check_Xy(X, y)
+        return self._evaluate(X, labels, targets)
+
+    def _evaluate(self, X, labels, targets):
+        work = self._workspace(min(X.shape[0], PREDICT_CHUNK))
+        loss, correct = _engine.evaluate(self._parameters, self._layout, X, labels, targets, work)
+        n = X.shape[0]
+        result = {"loss": loss / n}
+        if self.output == "softmax":
+            result["accuracy"] = correct / n
+        return result
+
+    # ----------------------------------------------------------- training ----
+
+    def gradients(self, X, y):
+        """(mean loss, [dW per layer], [db per layer]) over the whole batch (X, y).
+
+        The gradient arrays are fresh copies, shaped like `weights`/`biases`.
+        """
+        X, labels, targets = self._check_Xy(X, y)
+        work = self._workspace(X.shape[0])
+        loss, _ = _engine.loss_and_gradients(self._parameters, self._gradients, self._layout,
+                                             X, labels, targets, work)
+        grads = self._gradients.copy()
+        return loss / X.shape[0], list(self._views(grads)), list(self._views(grads, biases=True))
+
+    def fit(self, X, y, epochs=10, batch_size=128, lr=0.1, shuffle=True,
+            validation_data=None, verbose=1, on_epoch_end=None):
+        """Train with mini-batch SGD; returns a History of per-epoch records.
+
+        Each epoch runs entirely in C without the GIL. With ``shuffle`` the
+        rows are visited in a fresh random order each epoch, drawn from the
+        network's seed. ``validation_data=(X_val, y_val)`` adds ``val_loss``
+        (and ``val_accuracy``) to each record. ``verbose=1`` prints a line per
+        epoch. ``on_epoch_end(history)`` is called after each epoch.
+        Raises ValueError if the loss becomes non-finite (learning rate too high).
+        """
+        epochs = positive_int(epochs, "epochs", minimum=0)
+        batch_size = positive_int(batch_size, "batch_size")
+        lr = positive_float(lr, "lr")
+        X, labels, targets = self._check_Xy(X, y)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            val = self._check_Xy(*validation_data, names=("X_val", "y_val"))
+        if on_epoch_end is not None and not callable(on_epoch_end):
+            raise TypeError("on_epoch_end must be callable")
+
+        n = X.shape[0]
+        batch = min(batch_size, n)
+        # Workspaces: allocated once for the whole run, reused by every batch.
+        work = self._workspace(batch)
+        batch_X = np.empty((batch, self.n_features), dtype=self.dtype)
+        batch_labels = np.empty(batch if labels.size else 0, dtype=np.int32)
+        batch_targets = np.empty((batch if targets.size else 0, self.n_outputs), dtype=self.dtype)
+        order = np.arange(n, dtype=np.intp)
+
+        history = History()
+        for epoch in range(1, epochs + 1):
+            if shuffle:
+                order[:] = self._shuffle_rng.permutation(n)
+            start = time.perf_counter()
+            loss, correct, seen = _engine.train_epoch(
+                self._parameters, self._gradients, self._layout, X, labels, targets, order,
+                lr, work, batch_X, batch_labels, batch_targets)
+            record = {"epoch": epoch, "loss": loss / seen}
+            if self.output == "softmax":
+                record["accuracy"] = correct / seen
+            record["seconds"] = time.perf_counter() - start
+            if val is not None:
+                for key, value in self._evaluate(*val).items():
+                    record["val_" + key] = value
+            history.append(record)
+            if verbose:
+                print(format_record(record, epochs), flush=True)
+            if on_epoch_end is not None:
+                on_epoch_end(history)
+        return history
+
+    # ------------------------------------------------------- persistence ----
+
+    def save(self, path):
+        """Write the model to `path` (.npz, no pickle), atomically."""
+        path = os.fspath(path)
+        fields = {
+            "format": np.array(FORMAT),
+            "sizes": np.asarray(self.sizes, dtype=np.int64),
+            "activations": np.array(self.activations, dtype=np.str_).reshape(-1),
+            "output": np.array(self.output),
+            "dtype": np.array(self.dtype.name),
+            "parameters": self._parameters,
+        }
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".cmlp-", suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **fields)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by `save`. Raises FileNotFoundError for a
+        missing file and ValueError for anything that is not a cmlp model."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no model file at {path!r}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                fields = {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+            raise ValueError(f"{path!r} is not a readable cmlp model file: {exc}") from None
+        missing = {"format", "sizes", "activations", "output", "dtype", "parameters"} - set(fields)
+        if missing:
+            raise ValueError(f"{path!r} is not a cmlp model file: missing {sorted(missing)}")
+        if str(fields["format"]) != FORMAT:
+            raise ValueError(f"{path!r} has format {str(fields['format'])!r}, expected {FORMAT!r}")
+        try:
+            net = cls(fields["sizes"].tolist(), list(fields["activations"].tolist()),
+                      str(fields["output"]), str(fields["dtype"]))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path!r} describes an invalid network: {exc}") from None
+        params = fields["parameters"]
+        if params.shape != net._parameters.shape or params.dtype != net.dtype:
+            raise ValueError(f"{path!r}: parameters are {params.dtype} {params.shape}, the network "
+                             f"needs {net.dtype} {net._parameters.shape}")
+        if not np.isfinite(params).all():
+            raise ValueError(f"{path!r}: parameters contain NaN or infinite values")
+        net._parameters[:] = params
+        return net
+
+
+def format_record(record, epochs=None):
+    """One line for an epoch record, as `fit(verbose=1)` prints it."""
+    width = len(str(epochs)) if epochs else 1
+    parts = [f"epoch {record['epoch']:>{width}}" + (f"/{epochs}" if epochs else "")]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.4f}")
+    parts.append(f"{record['seconds']:.2f}s")
+    return "  ".join(parts)

@@ -1,0 +1,36 @@
+"""Build the cmlp Cython extensions.
+
+Set CMLP_DEBUG=1 to build with bounds/wraparound checks on and without
+optimisation (for chasing memory errors); the default build is -O3 with the
+checks off. No -ffast-math: the kernels must agree with the NumPy reference.
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("CMLP_DEBUG", "") not in ("", "0")
+
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3"]
+
+MODULES = ["_blas", "_kernels", "_engine", "kernels"]
+
+extensions = [
+    Extension(
+        f"cmlp.{name}",
+        [f"cmlp/{name}.pyx"],
+        extra_compile_args=COMPILE_ARGS,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for name in MODULES
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))
