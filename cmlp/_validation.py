@@ -24,7 +24,8 @@ def as_matrix(X, n_features, dtype, name="X"):
         raise ValueError(f"{name} is empty: it has 0 samples")
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features but the network expects {n_features}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):      # overflow becomes inf, reported below
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values"
                          + (" (or values out of range for the network dtype)"

@@ -227,6 +227,23 @@ class Network:
                 on_epoch_end(history)
         return history
 
+    def fold_input_standardization(self, mean, std):
+        """Make a network trained on (X - mean) / std take raw X, exactly.
+
+        Rewrites the first layer in place: (X - mean) / std @ W + b equals
+        X @ (W / std[:, None]) + (b - (mean / std) @ W). `mean` and `std` are
+        scalars or arrays of shape (n_features,), with std > 0 and finite.
+        """
+        n = self.n_features
+        mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (n,))
+        std = np.broadcast_to(np.asarray(std, dtype=np.float64), (n,))
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("mean must be finite and std finite and > 0")
+        W = self.weights[0].astype(np.float64)
+        b = self.biases[0].astype(np.float64)
+        self.biases[0][...] = b - (mean / std) @ W
+        self.weights[0][...] = W / std[:, None]
+
     # ------------------------------------------------------- persistence ----
 
     def save(self, path):

@@ -1,0 +1,85 @@
+"""The `cmlp` command line: the default MNIST run (the acceptance target),
+options, and one-line errors with exit code 2."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cmlp import Network
+from cmlp.cli import main
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "cmlp", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=900)
+
+
+def test_default_training_reaches_target_accuracy(mnist_path, tmp_path):
+    """784-128-64-10 ReLU, SGD lr 0.1, batch 128, 10 epochs, float32: >= 0.975."""
+    model = tmp_path / "mnist.npz"
+    result = run("train", "--data", mnist_path, "--save", str(model))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    epochs = [l for l in lines if l.startswith("epoch ")]
+    assert len(epochs) == 10
+    assert re.fullmatch(r"epoch 10/10  loss \d\.\d{4}  train acc \d\.\d{4}  test acc \d\.\d{4}  "
+                        r"\d+\.\d{2}s", epochs[-1])
+    match = re.fullmatch(r"test accuracy: (0\.\d{4})", lines[-1])
+    assert match, lines[-1]
+    accuracy = float(match.group(1))
+    assert accuracy >= 0.975
+
+    # The saved model takes raw [0, 1] pixels and scores the same.
+    from cmlp.datasets import load_mnist
+    _, _, X_test, y_test = load_mnist(mnist_path)
+    net = Network.load(model)
+    assert net.sizes == (784, 128, 64, 10) and net.dtype == np.float32
+    assert round(net.evaluate(X_test, y_test)["accuracy"], 4) == accuracy
+
+
+def test_options_and_environment_data(mnist_path, capsys, monkeypatch):
+    monkeypatch.setenv("CMLP_DATA", mnist_path)
+    code = main(["train", "--hidden", "32", "--activation", "tanh", "--epochs", "1",
+                 "--batch-size", "256", "--lr", "0.05", "--dtype", "float64", "--seed", "3",
+                 "--no-standardize"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Network([784, 32, 10], activation='tanh'" in out and "float64" in out
+    assert float(out.strip().splitlines()[-1].split(": ")[1]) > 0.85
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--lr", "-1"], "--lr: must be > 0"),
+    (["train", "--hidden", "12,x"], "--hidden takes comma-separated integers"),
+    (["train", "--epochs", "-2"], "--epochs: must be >= 0"),
+    (["train", "--dtype", "float16"], "invalid choice"),
+    (["train", "--bogus"], "unrecognized arguments"),
+    (["fly"], "invalid choice"),
+    ([], "required"),
+    (["train", "--data", "/no/such/dir"], "does not exist"),
+])
+def test_errors_are_one_line_with_exit_code_2(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_bad_data_directory_is_one_line(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03junk")
+    result = run("train", "--data", str(tmp_path))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "train-labels" in result.stderr
+
+
+def test_console_script_is_installed():
+    script = shutil.which("cmlp")
+    if script is None:
+        pytest.skip("cmlp console script not on PATH (package not pip-installed)")
+    result = subprocess.run([script, "train", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--batch-size" in result.stdout
