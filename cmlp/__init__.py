@@ -6,6 +6,14 @@
 
 See README.md for the architecture and cmlp.reference for the NumPy twin.
 """
+try:
+    from cmlp import _engine  # noqa: F401  (compiled; fails first if not built)
+except ImportError as exc:       # pragma: no cover - depends on how it was installed
+    raise ImportError(
+        "cmlp's compiled extensions are missing: this looks like an unbuilt source tree. "
+        "Install with 'pip install .' and run from another directory, or build in place "
+        f"with 'pip install -e .' ({exc})") from exc
+
 from cmlp.history import History
 from cmlp.network import Network
 

@@ -14,8 +14,11 @@ from cmlp.cli import main
 
 
 def run(*args, env=None):
+    # From a neutral directory, so `-m cmlp` finds the installed package,
+    # not an unbuilt source tree in the current directory.
     return subprocess.run([sys.executable, "-m", "cmlp", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=900)
+                          env={**os.environ, **(env or {})}, timeout=900,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_default_training_reaches_target_accuracy(mnist_path, tmp_path):
