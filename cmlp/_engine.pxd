@@ -31,3 +31,19 @@ cdef double backward_pass(floating* grads, floating* work,
                           const floating* X, const int32_t* labels,
                           const floating* targets, Py_ssize_t m,
                           Py_ssize_t* n_correct) noexcept nogil
+
+# Same as backward_pass, but applies the plain-SGD step in place as it goes
+# (linear_backward_sgd): no gradient buffer. Returns the loss sum.
+cdef double backward_sgd_pass(floating* params, floating* work,
+                              const Layout* layout, const floating* X,
+                              const int32_t* labels, const floating* targets,
+                              floating lr, Py_ssize_t m,
+                              Py_ssize_t* n_correct) noexcept nogil
+
+# 1 if all n values are finite (no NaN, no inf), else 0.
+cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil
+
+
+cdef class NetLayout:
+    cdef Layout c
+    cdef readonly object sizes, w_offsets, b_offsets, activations

@@ -10,24 +10,35 @@ Design
   derivative is computed) and two ping-pong delta buffers. The Network
   allocates it once per batch size and reuses it.
 * `train_epoch` runs a whole epoch inside one `with nogil:` block: gather the
-  shuffled mini-batch into a preallocated buffer, forward, backward, SGD
-  update. No Python, no allocation per batch. A non-finite loss stops the
-  epoch and is raised as ValueError after the GIL is taken back.
-* `forward` and `evaluate` use only the workspace passed in, so they are
-  reentrant: threads that each bring their own workspace may share one
-  network. Inputs are processed in chunks of `work.shape[0]` rows.
+  shuffled mini-batch into a preallocated buffer (at batch 1, point at the
+  row instead), forward, then backward with the SGD step fused in
+  (backward_sgd_pass). No Python, no allocation per batch. A non-finite loss
+  stops the epoch and is raised as ValueError after the GIL is taken back.
+* `forward` and `evaluate` allocate their own scratch per call (malloc) and
+  touch no shared mutable state, so threads may share one network. Inputs
+  are processed in chunks of PREDICT_CHUNK rows.
+* `forward` checks its input for NaN/inf in C before computing: the check is
+  part of the Python boundary, done here only because a NumPy isfinite pass
+  costs more than the whole one-sample forward it guards.
 * Python validates (cmlp/network.py), Cython computes: nothing here checks
   shapes, dtypes or values.
 """
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from cmlp._kernels cimport (
     OUT_SOFTMAX, activation_backward, activation_forward, linear_backward,
-    linear_forward, mse_backward, mse_loss, sgd_update, softmax_forward,
-    softmax_xent_backward, softmax_xent_loss,
+    linear_backward_sgd, linear_forward, mse_backward, mse_loss,
+    softmax_forward, softmax_xent_backward, softmax_xent_loss,
 )
+
+# Rows per chunk in forward/evaluate: big enough for efficient GEMMs, small
+# enough that the scratch stays cache-friendly.
+cdef enum:
+    CHUNK = 1024
+PREDICT_CHUNK = CHUNK
 
 
 cdef class NetLayout:
@@ -35,8 +46,6 @@ cdef class NetLayout:
 
     Built by cmlp.network from already-validated arrays (cmlp/_layout.py).
     """
-    cdef Layout c
-    cdef readonly object sizes, w_offsets, b_offsets, activations
 
     def __init__(self, const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] w_offsets,
                  const Py_ssize_t[::1] b_offsets, const int32_t[::1] activations,
@@ -120,6 +129,62 @@ cdef double backward_pass(floating* grads, floating* work,
 
 
 # The unused one of labels/targets is passed empty; its pointer is NULL.
+cdef double backward_sgd_pass(floating* params, floating* work,
+                              const Layout* layout, const floating* X,
+                              const int32_t* labels, const floating* targets,
+                              floating lr, Py_ssize_t m,
+                              Py_ssize_t* n_correct) noexcept nogil:
+    cdef Py_ssize_t l, L = layout.n_layers
+    cdef Py_ssize_t k = layout.sizes[L]
+    cdef floating* out = work + m * (layout.act_width - k)     # a_L
+    cdef floating* dz = work + m * layout.act_width
+    cdef floating* spare = dz + m * layout.max_width
+    cdef floating* swap
+    cdef floating* a_prev
+    cdef double loss
+    if layout.output == OUT_SOFTMAX:
+        loss = softmax_xent_backward(dz, out, labels, m, k, n_correct)
+    else:
+        loss = mse_backward(dz, out, targets, m, k)
+        n_correct[0] = 0
+    if not isfinite(loss):
+        return loss            # leave the parameters as they are
+    for l in range(L - 1, -1, -1):
+        if l == 0:
+            a_prev = <floating*> X
+        else:
+            out -= m * layout.sizes[l]
+            a_prev = out
+        linear_backward_sgd(spare if l > 0 else NULL,
+                            params + layout.w_offsets[l],
+                            params + layout.b_offsets[l], dz, a_prev, lr,
+                            m, layout.sizes[l], layout.sizes[l + 1])
+        if l > 0:
+            activation_backward(layout.activations[l - 1], spare, a_prev,
+                                spare, m * layout.sizes[l])
+            swap = dz
+            dz = spare
+            spare = swap
+    return loss
+
+
+cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
+    # x * 0 is 0 for finite x and NaN otherwise; eight partial sums let the
+    # compiler vectorise without reassociating anything.
+    cdef floating s[8]
+    cdef Py_ssize_t j, t, head = n - n % 8
+    for t in range(8):
+        s[t] = 0
+    j = 0
+    while j < head:
+        for t in range(8):
+            s[t] += x[j + t] * 0
+        j += 8
+    for j in range(head, n):
+        s[0] += x[j] * 0
+    return (s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7]) == 0
+
+
 cdef inline const int32_t* _labels_ptr(const int32_t[::1] labels):
     return &labels[0] if labels.shape[0] > 0 else NULL
 
@@ -130,49 +195,60 @@ cdef inline const floating* _targets_ptr(const floating[:, ::1] targets):
 
 def forward(const floating[::1] params, NetLayout layout,
             const floating[:, ::1] X,     # IN  (n, sizes[0])
-            floating[:, ::1] out,         # OUT (n, sizes[L]): probabilities or raw
-            floating[:, ::1] work):       # scratch (chunk, work_per_row)
-    """Network outputs for X into `out`, in chunks of work.shape[0] rows."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = out.shape[1]
-    cdef Py_ssize_t chunk = work.shape[0], start, m
+            floating[:, ::1] out):        # OUT (n, sizes[L]): probabilities or raw
+    """Network outputs for X into `out`. Returns False, computing nothing,
+    if X holds a NaN or an infinity."""
+    cdef Py_ssize_t n = X.shape[0], k = out.shape[1], start = 0, m
+    cdef Py_ssize_t chunk = min(n, CHUNK)
     cdef floating* raw
+    cdef floating* work = NULL
+    cdef bint finite
     with nogil:
-        start = 0
-        while start < n:
-            m = min(chunk, n - start)
-            raw = forward_pass(&work[0, 0], &params[0], &layout.c,
-                               &X[start, 0], m)
-            if layout.c.output == OUT_SOFTMAX:
-                softmax_forward(&out[start, 0], raw, m, k)
-            else:
-                memcpy(&out[start, 0], raw, m * k * sizeof(floating))
-            start += m
+        finite = all_finite(&X[0, 0], n * X.shape[1])
+        if finite:
+            work = <floating*> malloc(chunk * (layout.c.act_width + 2 * layout.c.max_width)
+                                      * sizeof(floating))
+            if work != NULL:
+                while start < n:
+                    m = min(chunk, n - start)
+                    raw = forward_pass(work, &params[0], &layout.c, &X[start, 0], m)
+                    if layout.c.output == OUT_SOFTMAX:
+                        softmax_forward(&out[start, 0], raw, m, k)
+                    else:
+                        memcpy(&out[start, 0], raw, m * k * sizeof(floating))
+                    start += m
+                free(work)
+    if finite and work == NULL:
+        raise MemoryError()
+    return finite
 
 
 def evaluate(const floating[::1] params, NetLayout layout,
              const floating[:, ::1] X,          # IN (n, sizes[0])
              const int32_t[::1] labels,         # IN (n) for softmax, else (0)
-             const floating[:, ::1] targets,    # IN (n, k) for identity, else (0, k)
-             floating[:, ::1] work):            # scratch (chunk, work_per_row)
+             const floating[:, ::1] targets):   # IN (n, k) for identity, else (0, k)
     """Return (loss sum, number of correct argmax predictions) over X."""
     cdef Py_ssize_t n = X.shape[0], k = layout.c.sizes[layout.c.n_layers]
-    cdef Py_ssize_t chunk = work.shape[0], start, m, correct = 0, hits = 0
+    cdef Py_ssize_t chunk = min(n, CHUNK), start = 0, m, correct = 0, hits = 0
     cdef const int32_t* lab = _labels_ptr(labels)
     cdef const floating* tgt = _targets_ptr(targets)
     cdef floating* raw
     cdef double loss = 0
+    cdef floating* work = <floating*> malloc(
+        chunk * (layout.c.act_width + 2 * layout.c.max_width) * sizeof(floating))
+    if work == NULL:
+        raise MemoryError()
     with nogil:
-        start = 0
         while start < n:
             m = min(chunk, n - start)
-            raw = forward_pass(&work[0, 0], &params[0], &layout.c,
-                               &X[start, 0], m)
+            raw = forward_pass(work, &params[0], &layout.c, &X[start, 0], m)
             if layout.c.output == OUT_SOFTMAX:
                 loss += softmax_xent_loss(raw, lab + start, m, k, &hits)
                 correct += hits
             else:
                 loss += mse_loss(raw, tgt + start * k, m, k)
             start += m
+        free(work)
     return loss, correct
 
 
@@ -197,7 +273,7 @@ def loss_and_gradients(const floating[::1] params, floating[::1] grads,
     return loss, correct
 
 
-def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
+def train_epoch(floating[::1] params, NetLayout layout,
                 const floating[:, ::1] X,         # IN (n, sizes[0])
                 const int32_t[::1] labels,        # IN (n) or (0)
                 const floating[:, ::1] targets,   # IN (n, k) or (0, k)
@@ -207,41 +283,53 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
                 floating[:, ::1] batch_X,         # scratch (batch, sizes[0])
                 int32_t[::1] batch_labels,        # scratch (batch) or (0)
                 floating[:, ::1] batch_targets):  # scratch (batch, k) or (0, k)
-    """One epoch of mini-batch SGD over X in the given order.
+    """One epoch of mini-batch SGD over X in the given order, updating
+    params in place.
 
     The batch size is work.shape[0]; the last batch may be smaller. Returns
-    (loss sum, number correct, rows seen). Raises ValueError if a batch
-    loss is non-finite; that batch's update is not applied.
+    (loss sum, number correct, rows seen), each loss measured before its
+    batch's update. Raises ValueError if a batch loss is non-finite; that
+    batch's update is not applied.
     """
     cdef Py_ssize_t n = order.shape[0], d = X.shape[1]
     cdef Py_ssize_t k = layout.c.sizes[layout.c.n_layers]
-    cdef Py_ssize_t batch = work.shape[0], start, m, i, row
+    cdef Py_ssize_t batch = work.shape[0], start = 0, m, i, row
     cdef Py_ssize_t hits = 0, correct = 0, seen = 0
     cdef bint softmax = layout.c.output == OUT_SOFTMAX
     cdef bint finite = True
     cdef double loss, total = 0
     cdef floating step = <floating> lr
+    cdef const int32_t* all_labels = _labels_ptr(labels)
+    cdef const floating* all_targets = _targets_ptr(targets)
     cdef const int32_t* lab = _labels_ptr(batch_labels)
     cdef const floating* tgt = _targets_ptr(batch_targets)
+    cdef const floating* x = &batch_X[0, 0]
     with nogil:
-        start = 0
         while start < n:
             m = min(batch, n - start)
-            for i in range(m):
-                row = order[start + i]
-                memcpy(&batch_X[i, 0], &X[row, 0], d * sizeof(floating))
+            if batch == 1:
+                # A single row is already contiguous: no gather.
+                row = order[start]
+                x = &X[row, 0]
                 if softmax:
-                    batch_labels[i] = labels[row]
+                    lab = all_labels + row
                 else:
-                    memcpy(&batch_targets[i, 0], &targets[row, 0],
-                           k * sizeof(floating))
-            forward_pass(&work[0, 0], &params[0], &layout.c, &batch_X[0, 0], m)
-            loss = backward_pass(&grads[0], &work[0, 0], &params[0], &layout.c,
-                                 &batch_X[0, 0], lab, tgt, m, &hits)
+                    tgt = all_targets + row * k
+            else:
+                for i in range(m):
+                    row = order[start + i]
+                    memcpy(&batch_X[i, 0], &X[row, 0], d * sizeof(floating))
+                    if softmax:
+                        batch_labels[i] = labels[row]
+                    else:
+                        memcpy(&batch_targets[i, 0], &targets[row, 0],
+                               k * sizeof(floating))
+            forward_pass(&work[0, 0], &params[0], &layout.c, x, m)
+            loss = backward_sgd_pass(&params[0], &work[0, 0], &layout.c, x,
+                                     lab, tgt, step, m, &hits)
             if not isfinite(loss):
                 finite = False
                 break
-            sgd_update(&params[0], &grads[0], step, layout.c.n_params)
             total += loss
             correct += hits
             seen += m

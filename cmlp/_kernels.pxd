@@ -31,6 +31,14 @@ cdef void linear_backward(floating* da_prev, floating* dW, floating* db,
                           const floating* W, Py_ssize_t m, Py_ssize_t n_in,
                           Py_ssize_t n_out) noexcept nogil
 
+# Backward fused with the SGD step, for plain SGD training:
+# da_prev (m, n_in) = dz @ W^T with the *old* W (skipped when NULL), then
+# W -= lr * a_prev^T @ dz and b -= lr * sum over rows of dz, in place.
+cdef void linear_backward_sgd(floating* da_prev, floating* W, floating* b,
+                              const floating* dz, const floating* a_prev,
+                              floating lr, Py_ssize_t m, Py_ssize_t n_in,
+                              Py_ssize_t n_out) noexcept nogil
+
 # Elementwise over n values; a may alias z, dz may alias da. The backward
 # kernels take the forward *output* a: every activation here has its
 # derivative as a function of its output.

@@ -11,9 +11,6 @@ from cmlp._layout import ACTIVATIONS, OUTPUTS, check_architecture, init_params, 
 from cmlp._validation import as_labels, as_matrix, as_targets, positive_float, positive_int
 from cmlp.history import History
 
-# Rows per chunk when predicting: large enough for efficient GEMMs, small
-# enough that the per-call workspace stays in cache-friendly territory.
-PREDICT_CHUNK = 1024
 FORMAT = "cmlp-model-1"
 
 
@@ -64,6 +61,10 @@ class Network:
             OUTPUTS[self.output], n_params)
         self.weights = self._views(self._parameters)
         self.biases = self._views(self._parameters, biases=True)
+        # The dtype's specialisation of the fused C entry point, picked once:
+        # dispatching on every call would cost more than a one-sample forward.
+        self._forward = _engine.forward[self.dtype.name.replace("float32", "float")
+                                        .replace("float64", "double")]
 
     def _views(self, flat, biases=False):
         w_off, b_off, _ = offsets(self.sizes)
@@ -87,8 +88,8 @@ class Network:
 
     def __repr__(self):
         acts = self.activations[0] if len(set(self.activations)) == 1 else self.activations
-        return (f"Network({list(self.sizes)}, activation={acts!r}, output={self.output!r}, "
-                f"dtype={self.dtype.name!r})")
+        act = f"activation={acts!r}, " if self.activations else ""
+        return f"Network({list(self.sizes)}, {act}output={self.output!r}, dtype={self.dtype.name!r})"
 
     # ------------------------------------------------------------ inputs ----
 
@@ -117,18 +118,24 @@ class Network:
         softmax network, raw outputs for an identity one. Shape (n, k).
 
         `out`, if given, must be a C-contiguous (n, k) array of the network
-        dtype; it is filled and returned. Releases the GIL while computing.
+        dtype; it is filled and returned. Releases the GIL while computing;
+        safe to call from several threads on one network.
         """
-        X = self._check_X(X)
-        shape = (X.shape[0], self.n_outputs)
+        # Fast path: an array already in the network's layout and dtype goes
+        # straight to C (which checks it for NaN/inf); anything else is
+        # validated and converted once.
+        if not (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2
+                and X.shape[1] == self.sizes[0] and X.shape[0] > 0 and X.flags.c_contiguous):
+            X = self._check_X(X)
+        shape = (X.shape[0], self.sizes[-1])
         if out is None:
             out = np.empty(shape, dtype=self.dtype)
-        elif (not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != self.dtype
+        elif (type(out) is not np.ndarray or out.shape != shape or out.dtype != self.dtype
               or not out.flags.c_contiguous or not out.flags.writeable):
             raise ValueError(f"out must be a writable C-contiguous {self.dtype.name} array "
                              f"of shape {shape}")
-        work = self._workspace(min(X.shape[0], PREDICT_CHUNK))
-        _engine.forward(self._parameters, self._layout, X, out, work)
+        if not self._forward(self._parameters, self._layout, X, out):
+            raise ValueError("X contains NaN or infinite values")
         return out
 
     def predict_proba(self, X, out=None):
@@ -151,8 +158,7 @@ class Network:
         return self._evaluate(X, labels, targets)
 
     def _evaluate(self, X, labels, targets):
-        work = self._workspace(min(X.shape[0], PREDICT_CHUNK))
-        loss, correct = _engine.evaluate(self._parameters, self._layout, X, labels, targets, work)
+        loss, correct = _engine.evaluate(self._parameters, self._layout, X, labels, targets)
         n = X.shape[0]
         result = {"loss": loss / n}
         if self.output == "softmax":
@@ -211,7 +217,7 @@ class Network:
                 order[:] = self._shuffle_rng.permutation(n)
             start = time.perf_counter()
             loss, correct, seen = _engine.train_epoch(
-                self._parameters, self._gradients, self._layout, X, labels, targets, order,
+                self._parameters, self._layout, X, labels, targets, order,
                 lr, work, batch_X, batch_labels, batch_targets)
             record = {"epoch": epoch, "loss": loss / seen}
             if self.output == "softmax":

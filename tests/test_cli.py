@@ -9,15 +9,19 @@ import sys
 import numpy as np
 import pytest
 
+import cmlp
 from cmlp import Network
 from cmlp.cli import main
+
+# Subprocesses import the cmlp under test (installed, or built in place).
+ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(cmlp.__file__)))}
 
 
 def run(*args, env=None):
     # From a neutral directory, so `-m cmlp` finds the installed package,
     # not an unbuilt source tree in the current directory.
     return subprocess.run([sys.executable, "-m", "cmlp", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=900,
+                          env={**ENV, **(env or {})}, timeout=900,
                           cwd=os.path.dirname(os.path.abspath(__file__)))
 
 
