@@ -16,7 +16,7 @@ from cython cimport floating
 from cmlp cimport _kernels as K
 
 __all__ = [
-    "linear_forward", "linear_backward",
+    "linear_forward", "linear_backward", "linear_backward_sgd",
     "relu_forward", "relu_backward", "tanh_forward", "tanh_backward",
     "sigmoid_forward", "sigmoid_backward",
     "softmax_forward", "softmax_xent_loss", "softmax_xent_backward",
@@ -92,6 +92,31 @@ def _linear_backward(floating[:, ::1] da_prev, floating[:, ::1] dW,
         K.linear_backward(&da_prev[0, 0], &dW[0, 0], &db[0], &dz[0, 0],
                           &a_prev[0, 0], &W[0, 0], a_prev.shape[0],
                           W.shape[0], W.shape[1])
+
+
+def linear_backward_sgd(dz, a_prev, W, b, lr):
+    """(da_prev, W', b') of the fused backward + SGD step: da_prev = dz @ W^T
+    with the old W, W' = W - lr * a_prev^T @ dz, b' = b - lr * sum(dz, 0)."""
+    dz, a_prev, W, b = _floats(dz, a_prev, W, b)
+    for a, name in ((dz, "dz"), (a_prev, "a_prev"), (W, "W")):
+        _matrix(a, name)
+    m, n_in, n_out = a_prev.shape[0], W.shape[0], W.shape[1]
+    if a_prev.shape[1] != n_in or dz.shape != (m, n_out) or b.shape != (n_out,):
+        raise ValueError(f"shapes dz {dz.shape}, a_prev {a_prev.shape}, W {W.shape}, "
+                         f"b {b.shape} do not fit")
+    da_prev = np.empty_like(a_prev)
+    W, b = W.copy(), b.copy()
+    _linear_backward_sgd(da_prev, W, b, dz, a_prev, float(lr))
+    return da_prev, W, b
+
+
+def _linear_backward_sgd(floating[:, ::1] da_prev, floating[:, ::1] W,
+                         floating[::1] b, const floating[:, ::1] dz,
+                         const floating[:, ::1] a_prev, double lr):
+    with nogil:
+        K.linear_backward_sgd(&da_prev[0, 0], &W[0, 0], &b[0], &dz[0, 0],
+                              &a_prev[0, 0], <floating> lr, a_prev.shape[0],
+                              W.shape[0], W.shape[1])
 
 
 # ----------------------------------------------------------- activations ----

@@ -29,6 +29,12 @@ def linear_backward(dz, a_prev, W):
     return dz @ W.T, a_prev.T @ dz, dz.sum(axis=0)
 
 
+def linear_backward_sgd(dz, a_prev, W, b, lr):
+    """linear_backward, then one SGD step on W and b (da_prev uses the old W)."""
+    da_prev, dW, db = linear_backward(dz, a_prev, W)
+    return da_prev, sgd_update(W, dW, lr), sgd_update(b, db, lr)
+
+
 def relu_forward(z):
     return np.maximum(z, 0)
 

@@ -41,6 +41,31 @@ def test_linear_backward(dtype, m, n_in, n_out):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,n_in,n_out", SHAPES)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_linear_backward_sgd(dtype, m, n_in, n_out, sparse):
+    rng = np.random.default_rng(m * 7 + n_in)
+    dz, a, W, b = (rand(rng, m, n_out, dtype=dtype), rand(rng, m, n_in, dtype=dtype),
+                   rand(rng, n_in, n_out, dtype=dtype), rand(rng, n_out, dtype=dtype))
+    if sparse:       # zero inputs take the skip in the one-row kernel
+        a[rng.random(a.shape) < 0.7] = 0
+    got = kernels.linear_backward_sgd(dz, a, W, b, 0.1)
+    want = reference.linear_backward_sgd(dz, a, W, b, 0.1)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype
+        assert_close(g, w, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [1, 3])
+def test_linear_forward_with_sparse_input(dtype, m):
+    rng = np.random.default_rng(m)
+    a, W, b = rand(rng, m, 301, dtype=dtype), rand(rng, 301, 37, dtype=dtype), rand(rng, 37, dtype=dtype)
+    a[rng.random(a.shape) < 0.8] = 0
+    assert_close(kernels.linear_forward(a, W, b), reference.linear_forward(a, W, b), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid"])
 def test_activation_pair(dtype, name):
     rng = np.random.default_rng(1)

@@ -237,6 +237,21 @@ def test_bad_input_raises_naming_the_problem(case):
     np.testing.assert_array_equal(net.parameters, before)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_caught_on_the_fast_path(dtype):
+    """An input already in the network's dtype and layout is checked in C."""
+    net = Network([6, 4, 3], dtype=dtype, seed=0)
+    for bad in (np.nan, np.inf, -np.inf):
+        X = np.ones((9, 6), dtype=dtype)      # 54 values: the vector part and the tail
+        X[8, 5] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            net.forward(X)
+        X = np.ones((9, 6), dtype=dtype)
+        X[0, 0] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            net.predict_proba(X)
+
+
 def test_regression_target_checks():
     net = Network([6, 4, 2], output="identity", seed=0)
     X = np.zeros((5, 6))

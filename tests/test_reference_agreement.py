@@ -91,3 +91,18 @@ def test_training_tracks_reference(dtype, output):
         assert_close(got, want, dtype, factor=100)
     for a, b in zip(net.weights + net.biases, ref.weights + ref.biases):
         assert_close(a, b, dtype, factor=100)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_online_sgd_batch_1_tracks_reference(dtype, activation):
+    """Batch 1 takes the one-row kernels (no gemm, zero inputs skipped)."""
+    net, ref = pair(activation, "softmax", dtype, seed=5)
+    X, y = data("softmax", n=60, seed=2)
+    X[np.random.default_rng(0).random(X.shape) < 0.5] = 0
+    history = net.fit(X, y, epochs=2, batch_size=1, lr=0.02, verbose=0)
+    ref_losses = ref.fit(X, y, epochs=2, batch_size=1, lr=0.02)
+    for got, want in zip(history.loss, ref_losses):
+        assert_close(got, want, dtype, factor=100)
+    for a, b in zip(net.weights + net.biases, ref.weights + ref.biases):
+        assert_close(a, b, dtype, factor=100)
