@@ -1,0 +1,68 @@
+"""The GEMM floor of a training epoch, for bench/.
+
+Design: runs, for every mini-batch of an epoch, exactly the matrix products a
+training step cannot avoid -- per layer one forward gemm and one weight-
+gradient gemm, and one input-gradient gemm for every layer but the first
+(8 calls for 784-128-64-10) -- on the real shapes, through the same BLAS
+wrappers as the engine, and nothing else: no gather, bias, activation, loss
+or update. Its time is the bar cmlp's epoch is measured against.
+"""
+from libc.stdlib cimport free, malloc
+from cython cimport floating
+
+from cmlp._blas cimport gemm
+from cmlp._engine cimport NetLayout
+
+
+def gemm_floor_epoch(floating[::1] params, NetLayout layout,
+                     const floating[:, ::1] X,   # IN (n, sizes[0]): rows 0..n-1 in order
+                     Py_ssize_t batch):
+    """Run the unavoidable GEMMs of one epoch of mini-batch training on X."""
+    cdef Py_ssize_t n = X.shape[0], start = 0, m, l, n_in, n_out
+    cdef Py_ssize_t L = layout.c.n_layers, width = layout.c.max_width
+    cdef Py_ssize_t widest = max(width, layout.c.sizes[0])
+    # act: every layer's output; delta/dx: a delta and an input gradient;
+    # grad: one weight gradient (the largest).
+    cdef floating* act = <floating*> malloc(batch * layout.c.act_width * sizeof(floating))
+    cdef floating* delta = <floating*> malloc(batch * widest * sizeof(floating))
+    cdef floating* dx = <floating*> malloc(batch * widest * sizeof(floating))
+    cdef floating* grad = <floating*> malloc(layout.c.n_params * sizeof(floating))
+    cdef const floating* a_prev
+    cdef floating* a
+    if act == NULL or delta == NULL or dx == NULL or grad == NULL:
+        free(act); free(delta); free(dx); free(grad)
+        raise MemoryError()
+    for l in range(batch * widest):
+        delta[l] = 0
+    with nogil:
+        while start < n:
+            m = min(batch, n - start)
+            a_prev = &X[start, 0]
+            a = act
+            for l in range(L):
+                n_in, n_out = layout.c.sizes[l], layout.c.sizes[l + 1]
+                gemm(False, False, <int> m, <int> n_out, <int> n_in, <floating> 1,
+                     a_prev, <int> n_in, &params[layout.c.w_offsets[l]], <int> n_out,
+                     <floating> 0, a, <int> n_out)
+                a_prev = a
+                a += m * n_out
+            for l in range(L - 1, -1, -1):
+                n_in, n_out = layout.c.sizes[l], layout.c.sizes[l + 1]
+                a_prev = &X[start, 0] if l == 0 else act + m * _width_before(layout, l)
+                gemm(True, False, <int> n_in, <int> n_out, <int> m, <floating> 1,
+                     a_prev, <int> n_in, delta, <int> n_out, <floating> 0, grad,
+                     <int> n_out)
+                if l > 0:
+                    gemm(False, True, <int> m, <int> n_in, <int> n_out, <floating> 1,
+                         delta, <int> n_out, &params[layout.c.w_offsets[l]], <int> n_out,
+                         <floating> 0, dx, <int> n_in)
+            start += m
+    free(act); free(delta); free(dx); free(grad)
+
+
+cdef inline Py_ssize_t _width_before(NetLayout layout, Py_ssize_t l) noexcept nogil:
+    # Offset (per row) of layer l's input activation a_l in the act buffer.
+    cdef Py_ssize_t j, total = 0
+    for j in range(1, l):
+        total += layout.c.sizes[j]
+    return total
