@@ -185,6 +185,14 @@ cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
     return (s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7]) == 0
 
 
+def is_finite(const floating[:, ::1] X):
+    """True if X holds no NaN and no infinity (no temporary array, no GIL)."""
+    cdef bint finite
+    with nogil:
+        finite = all_finite(&X[0, 0], X.shape[0] * X.shape[1])
+    return finite
+
+
 cdef inline const int32_t* _labels_ptr(const int32_t[::1] labels):
     return &labels[0] if labels.shape[0] > 0 else NULL
 
@@ -196,30 +204,30 @@ cdef inline const floating* _targets_ptr(const floating[:, ::1] targets):
 def forward(const floating[::1] params, NetLayout layout,
             const floating[:, ::1] X,     # IN  (n, sizes[0])
             floating[:, ::1] out):        # OUT (n, sizes[L]): probabilities or raw
-    """Network outputs for X into `out`. Returns False, computing nothing,
-    if X holds a NaN or an infinity."""
-    cdef Py_ssize_t n = X.shape[0], k = out.shape[1], start = 0, m
+    """Network outputs for X into `out`. Returns False if X holds a NaN or
+    an infinity (rows from the first bad chunk on are then not computed)."""
+    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = out.shape[1], start = 0, m
     cdef Py_ssize_t chunk = min(n, CHUNK)
     cdef floating* raw
-    cdef floating* work = NULL
-    cdef bint finite
-    with nogil:
-        finite = all_finite(&X[0, 0], n * X.shape[1])
-        if finite:
-            work = <floating*> malloc(chunk * (layout.c.act_width + 2 * layout.c.max_width)
-                                      * sizeof(floating))
-            if work != NULL:
-                while start < n:
-                    m = min(chunk, n - start)
-                    raw = forward_pass(work, &params[0], &layout.c, &X[start, 0], m)
-                    if layout.c.output == OUT_SOFTMAX:
-                        softmax_forward(&out[start, 0], raw, m, k)
-                    else:
-                        memcpy(&out[start, 0], raw, m * k * sizeof(floating))
-                    start += m
-                free(work)
-    if finite and work == NULL:
+    cdef bint finite = True
+    cdef floating* work = <floating*> malloc(
+        chunk * (layout.c.act_width + 2 * layout.c.max_width) * sizeof(floating))
+    if work == NULL:
         raise MemoryError()
+    with nogil:
+        while start < n:
+            m = min(chunk, n - start)
+            # Checked chunk by chunk, so the rows are still in cache for the gemm.
+            if not all_finite(&X[start, 0], m * d):
+                finite = False
+                break
+            raw = forward_pass(work, &params[0], &layout.c, &X[start, 0], m)
+            if layout.c.output == OUT_SOFTMAX:
+                softmax_forward(&out[start, 0], raw, m, k)
+            else:
+                memcpy(&out[start, 0], raw, m * k * sizeof(floating))
+            start += m
+        free(work)
     return finite
 
 

@@ -3,6 +3,7 @@ import numbers
 
 import numpy as np
 
+from cmlp._engine import is_finite
 from cmlp._layout import BLAS_INT_MAX
 
 
@@ -26,7 +27,7 @@ def as_matrix(X, n_features, dtype, name="X"):
         raise ValueError(f"{name} has {arr.shape[1]} features but the network expects {n_features}")
     with np.errstate(over="ignore"):      # overflow becomes inf, reported below
         arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
+    if not is_finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values"
                          + (" (or values out of range for the network dtype)"
                             if np.isfinite(np.asarray(X, dtype=np.float64)).all() else ""))

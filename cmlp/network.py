@@ -118,8 +118,9 @@ class Network:
         softmax network, raw outputs for an identity one. Shape (n, k).
 
         `out`, if given, must be a C-contiguous (n, k) array of the network
-        dtype; it is filled and returned. Releases the GIL while computing;
-        safe to call from several threads on one network.
+        dtype; it is filled and returned (left partly written if X turns out
+        to hold NaN/inf, which raises ValueError). Releases the GIL while
+        computing; safe to call from several threads on one network.
         """
         # Fast path: an array already in the network's layout and dtype goes
         # straight to C (which checks it for NaN/inf); anything else is
@@ -213,9 +214,9 @@ class Network:
 
         history = History()
         for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
             if shuffle:
                 order[:] = self._shuffle_rng.permutation(n)
-            start = time.perf_counter()
             loss, correct, seen = _engine.train_epoch(
                 self._parameters, self._layout, X, labels, targets, order,
                 lr, work, batch_X, batch_labels, batch_targets)

@@ -1,0 +1,190 @@
+"""Training speed on MNIST: cmlp vs NumPy, PyTorch, scikit-learn and the GEMM floor.
+
+    python bench/bench_train.py [--quick] [--repeats N] [--data DIR]
+
+Every system trains 784-128-64-10 ReLU with softmax cross-entropy and plain
+SGD (lr 0.1, no momentum, no weight decay), in float32 (and cmlp in float64),
+from the same initial weights (cmlp's He init, seed 0) on the same data, for
+batch sizes 1, 32, 128, 512. A cell is the median wall time of one epoch over
+--repeats epochs (default 3), the systems taking turns epoch by epoch so
+that all of them see the same machine. Batch 1 runs on a subset and is scaled to the
+full training set (marked *). The GEMM floor is the time of the gemm calls
+alone (3 forward, 3 weight-gradient, 2 input-gradient per mini-batch; see
+cmlp/_floor.pyx), measured in the same run through the same OpenBLAS.
+Threads are left at each library's default; the JSON records them.
+
+Prints a Markdown table and writes JSON under bench/results/.
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from _common import load_data, markdown_table, optional, write_json
+
+from cmlp import Network, _floor
+from cmlp.reference import ReferenceNetwork
+
+SIZES = [784, 128, 64, 10]
+LR = 0.1
+SEED = 0
+BATCHES = [1, 32, 128, 512]
+
+
+def initial_weights():
+    net = Network(SIZES, "relu", "softmax", "float32", seed=SEED)
+    return [W.copy() for W in net.weights], [b.copy() for b in net.biases]
+
+
+def cmlp_system(dtype):
+    """An epoch's time is History.seconds: shuffle to last update. It leaves
+    out fit()'s one-off check of X, which a multi-epoch fit pays once."""
+    def make(X, y, batch):
+        net = Network(SIZES, "relu", "softmax", dtype, seed=SEED)
+        Xd = X.astype(dtype)
+
+        def epoch():
+            return net.fit(Xd, y, epochs=1, batch_size=batch, lr=LR, verbose=0).seconds[0]
+        epoch.reports_seconds = True
+        return epoch
+    return make
+
+
+def numpy_system(X, y, batch):
+    ref = ReferenceNetwork(SIZES, "relu", "softmax", "float32", seed=SEED)
+    return lambda: ref.fit(X, y, epochs=1, batch_size=batch, lr=LR)
+
+
+def torch_system(X, y, batch):
+    import torch
+    Ws, bs = initial_weights()
+    layers = []
+    for i, (W, b) in enumerate(zip(Ws, bs)):
+        linear = torch.nn.Linear(*W.shape)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(W.T.copy()))
+            linear.bias.copy_(torch.from_numpy(b))
+        layers.append(linear)
+        if i < len(Ws) - 1:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
+    generator = torch.Generator().manual_seed(SEED)
+
+    def epoch():
+        order = torch.randperm(len(X_t), generator=generator)
+        for start in range(0, len(X_t), batch):
+            idx = order[start:start + batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(X_t[idx]), y_t[idx]).backward()
+            optimizer.step()
+    return epoch
+
+
+def sklearn_system(X, y, batch):
+    from sklearn.neural_network import MLPClassifier
+    clf = MLPClassifier(hidden_layer_sizes=tuple(SIZES[1:-1]), activation="relu", solver="sgd",
+                        learning_rate_init=LR, momentum=0.0, nesterovs_momentum=False,
+                        alpha=0.0, batch_size=batch, shuffle=True, random_state=SEED)
+    classes = np.arange(SIZES[-1])
+    clf.partial_fit(X[:batch], y[:batch], classes=classes)     # allocates the layers
+    Ws, bs = initial_weights()
+    clf.coefs_ = [W.copy() for W in Ws]
+    clf.intercepts_ = [b.copy() for b in bs]
+    return lambda: clf.partial_fit(X, y)
+
+
+def floor_system(X, y, batch):
+    net = Network(SIZES, "relu", "softmax", "float32", seed=SEED)
+    return lambda: _floor.gemm_floor_epoch(net.parameters, net._layout, X, batch)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="10,000-sample epochs (scaled), batch 1 on 1,000 samples")
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per cell (>= 3)")
+    parser.add_argument("--data", help="MNIST directory (default $CMLP_DATA or ../shared)")
+    parser.add_argument("--results-dir", help="where to write the JSON (default bench/results)")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    X, y, _, _, source = load_data(args.data, smoke=args.smoke)
+    full = len(X)
+    n_main = min(full, 10000) if args.quick else full
+    n_one = min(full, 1000 if args.quick else 3000)
+    if args.smoke:
+        n_main, n_one, args.repeats = full, 100, 1
+
+    systems = [("cmlp float32", cmlp_system("float32"), None),
+               ("cmlp float64", cmlp_system("float64"), None),
+               ("NumPy reference", numpy_system, None),
+               ("PyTorch CPU", torch_system, "torch"),
+               ("scikit-learn", sklearn_system, "sklearn"),
+               ("GEMM floor", floor_system, None)]
+    notes = []
+    available = []
+    for name, make, needs in systems:
+        if needs and optional(needs) is None:
+            notes.append(f"{name}: skipped, {needs} is not installed (pip install '.[bench]')")
+        else:
+            available.append((name, make))
+    results = {name: {} for name, _ in available}
+    for batch in BATCHES:
+        n = n_one if batch == 1 else n_main
+        Xs, ys = X[:n], y[:n]
+        runs = {}
+        for name, make in available:
+            small = min(n, 2 * batch + 64)
+            make(Xs[:small], ys[:small], batch)()          # warm-up: first-call costs
+            runs[name] = (make(Xs, ys, batch), [])
+        # Rounds interleave the systems, so that the machine's drift hits all
+        # of them alike and the ratios are measured side by side.
+        for _ in range(args.repeats):
+            for name, (run, times) in runs.items():
+                start = time.perf_counter()
+                reported = run()
+                elapsed = time.perf_counter() - start
+                times.append(reported if getattr(run, "reports_seconds", False) else elapsed)
+        for name, (_, times) in runs.items():
+            median = statistics.median(times)
+            results[name][batch] = {"samples": n, "median_s": median, "runs_s": times,
+                                    "per_epoch_s": median * full / n}
+            print(f"  {name:16s} batch {batch:>3}: {median * full / n:8.3f} s/epoch",
+                  file=sys.stderr, flush=True)
+
+    base, floor = results["cmlp float32"], results["GEMM floor"]
+    header = ["system"] + [f"batch {b}" + ("*" if b == 1 or n_main < full else "") for b in BATCHES]
+    rows = []
+    for name, cells in results.items():
+        row = [name]
+        for batch in BATCHES:
+            t = cells[batch]["per_epoch_s"]
+            row.append(f"{t:.3f} s · {t / base[batch]['per_epoch_s']:.2f}× cmlp · "
+                       f"{t / floor[batch]['per_epoch_s']:.2f}× floor")
+        rows.append(row)
+    print(f"Training, {source} {SIZES} ReLU, softmax-CE, SGD lr {LR}: median seconds per "
+          f"{full}-sample epoch over {args.repeats} runs")
+    print(markdown_table(header, rows))
+    print(f"* scaled from {n_one} samples at batch 1"
+          + (f" and {n_main} samples at the other batch sizes" if n_main < full else ""))
+    step = {name: cells[1]["median_s"] / n_one * 1e6 for name, cells in results.items()}
+    print("batch-1 SGD step: " + ", ".join(f"{k} {v:.1f} us" for k, v in step.items()))
+    for note in notes:
+        print(note)
+    path = write_json("train", {
+        "settings": {"sizes": SIZES, "lr": LR, "seed": SEED, "repeats": args.repeats,
+                     "samples": n_main, "batch1_samples": n_one, "data": source,
+                     "torch_threads": optional("torch").get_num_threads() if optional("torch") else None},
+        "results": {name: {str(b): v for b, v in cells.items()} for name, cells in results.items()},
+        "batch1_step_us": step, "notes": notes}, args.results_dir)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The bench scripts still run (on tiny synthetic data). No timing is judged here."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import cmlp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(cmlp.__file__)))}
+
+
+@pytest.mark.parametrize("script,kind,table", [
+    ("bench_train.py", "train", "| cmlp float32 |"),
+    ("bench_predict.py", "predict", "| cmlp float32 |"),
+])
+def test_bench_script_runs(tmp_path, script, kind, table):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", script), "--smoke",
+         "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=ENV, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert table in result.stdout
+    files = list(tmp_path.glob(f"{kind}-*.json"))
+    assert len(files) == 1
+    payload = json.loads(files[0].read_text())
+    assert payload["bench"] == kind
+    assert payload["machine"]["cpus"] >= 1 and "numpy" in payload["versions"]
+    if kind == "train":
+        for name in ("cmlp float32", "cmlp float64", "NumPy reference", "GEMM floor"):
+            assert set(payload["results"][name]) == {"1", "32", "128", "512"}
+            assert all(cell["median_s"] > 0 for cell in payload["results"][name].values())
+    else:
+        assert set(payload["latency_s"]["cmlp float32"]) == {"1", "32"}
