@@ -24,7 +24,7 @@ Design
   shapes, dtypes or values.
 """
 from libc.math cimport isfinite
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -38,6 +38,8 @@ from cmlp._kernels cimport (
 # enough that the scratch stays cache-friendly.
 cdef enum:
     CHUNK = 1024
+    # Multiply-adds below which forward keeps the GIL (~50 us of work).
+    GIL_RELEASE_WORK = 1 << 19
 PREDICT_CHUNK = CHUNK
 
 
@@ -169,20 +171,24 @@ cdef double backward_sgd_pass(floating* params, floating* work,
 
 
 cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
-    # x * 0 is 0 for finite x and NaN otherwise; eight partial sums let the
-    # compiler vectorise without reassociating anything.
-    cdef floating s[8]
-    cdef Py_ssize_t j, t, head = n - n % 8
-    for t in range(8):
-        s[t] = 0
-    j = 0
-    while j < head:
-        for t in range(8):
-            s[t] += x[j + t] * 0
-        j += 8
-    for j in range(head, n):
-        s[0] += x[j] * 0
-    return (s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7]) == 0
+    # A float is NaN or infinite exactly when its exponent bits are all ones.
+    # Testing the bits as integers and OR-ing the answers is associative, so
+    # the compiler vectorises it (a float reduction it may not reorder).
+    cdef Py_ssize_t i
+    cdef const uint32_t* bits32
+    cdef const uint64_t* bits64
+    cdef uint32_t bad32 = 0
+    cdef uint64_t bad64 = 0
+    if floating is float:
+        bits32 = <const uint32_t*> x
+        for i in range(n):
+            bad32 |= (bits32[i] & 0x7F800000U) == 0x7F800000U
+        return bad32 == 0
+    else:
+        bits64 = <const uint64_t*> x
+        for i in range(n):
+            bad64 |= (bits64[i] & 0x7FF0000000000000ULL) == 0x7FF0000000000000ULL
+        return bad64 == 0
 
 
 def is_finite(const floating[:, ::1] X):
@@ -201,33 +207,49 @@ cdef inline const floating* _targets_ptr(const floating[:, ::1] targets):
     return &targets[0, 0] if targets.shape[0] > 0 else NULL
 
 
+cdef bint _forward_rows(floating* work, const floating* params,
+                        const Layout* layout, const floating* X,
+                        floating* out, Py_ssize_t n,
+                        Py_ssize_t chunk) noexcept nogil:
+    cdef Py_ssize_t start = 0, m, d = layout.sizes[0]
+    cdef Py_ssize_t k = layout.sizes[layout.n_layers]
+    cdef floating* raw
+    while start < n:
+        m = min(chunk, n - start)
+        # Checked chunk by chunk, so the rows are still in cache for the gemm.
+        if not all_finite(X + start * d, m * d):
+            return False
+        raw = forward_pass(work, params, layout, X + start * d, m)
+        if layout.output == OUT_SOFTMAX:
+            softmax_forward(out + start * k, raw, m, k)
+        else:
+            memcpy(out + start * k, raw, m * k * sizeof(floating))
+        start += m
+    return True
+
+
 def forward(const floating[::1] params, NetLayout layout,
             const floating[:, ::1] X,     # IN  (n, sizes[0])
             floating[:, ::1] out):        # OUT (n, sizes[L]): probabilities or raw
     """Network outputs for X into `out`. Returns False if X holds a NaN or
-    an infinity (rows from the first bad chunk on are then not computed)."""
-    cdef Py_ssize_t n = X.shape[0], d = X.shape[1], k = out.shape[1], start = 0, m
-    cdef Py_ssize_t chunk = min(n, CHUNK)
-    cdef floating* raw
-    cdef bint finite = True
+    an infinity (rows from the first bad chunk on are then not computed).
+
+    The GIL is released when the call has at least GIL_RELEASE_WORK
+    multiply-adds to do; a smaller call (one or a few rows) keeps it, since
+    handing the GIL to a waiting thread and back costs more than the call.
+    """
+    cdef Py_ssize_t n = X.shape[0], chunk = min(n, CHUNK)
+    cdef bint finite
     cdef floating* work = <floating*> malloc(
         chunk * (layout.c.act_width + 2 * layout.c.max_width) * sizeof(floating))
     if work == NULL:
         raise MemoryError()
-    with nogil:
-        while start < n:
-            m = min(chunk, n - start)
-            # Checked chunk by chunk, so the rows are still in cache for the gemm.
-            if not all_finite(&X[start, 0], m * d):
-                finite = False
-                break
-            raw = forward_pass(work, &params[0], &layout.c, &X[start, 0], m)
-            if layout.c.output == OUT_SOFTMAX:
-                softmax_forward(&out[start, 0], raw, m, k)
-            else:
-                memcpy(&out[start, 0], raw, m * k * sizeof(floating))
-            start += m
-        free(work)
+    if n * layout.c.n_params >= GIL_RELEASE_WORK:
+        with nogil:
+            finite = _forward_rows(work, &params[0], &layout.c, &X[0, 0], &out[0, 0], n, chunk)
+    else:
+        finite = _forward_rows(work, &params[0], &layout.c, &X[0, 0], &out[0, 0], n, chunk)
+    free(work)
     return finite
 
 

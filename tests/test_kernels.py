@@ -6,7 +6,8 @@ from cmlp import kernels, reference
 from conftest import assert_close
 
 DTYPES = [np.float64, np.float32]
-SHAPES = [(1, 1, 1), (1, 7, 3), (5, 1, 4), (33, 17, 9), (128, 64, 10)]
+# m = 1..8 take the row-by-row path, larger m the gemm path.
+SHAPES = [(1, 1, 1), (1, 7, 3), (5, 1, 4), (8, 13, 6), (9, 13, 6), (33, 17, 9), (128, 64, 10)]
 
 
 def rand(rng, *shape, dtype=np.float64, scale=1.0):
