@@ -6,8 +6,9 @@ Every system trains 784-128-64-10 ReLU with softmax cross-entropy and plain
 SGD (lr 0.1, no momentum, no weight decay), in float32 (and cmlp in float64),
 from the same initial weights (cmlp's He init, seed 0) on the same data, for
 batch sizes 1, 32, 128, 512. A cell is the median wall time of one epoch over
---repeats epochs (default 3), the systems taking turns epoch by epoch so
-that all of them see the same machine. Batch 1 runs on a subset and is scaled to the
+--repeats epochs (default 5), the systems taking turns epoch by epoch so
+that all of them see the same machine; its ratios are medians of the
+per-round ratios. Batch 1 runs on a subset and is scaled to the
 full training set (marked *). The GEMM floor is the time of the gemm calls
 alone (3 forward, 3 weight-gradient, 2 input-gradient per mini-batch; see
 cmlp/_floor.pyx), measured in the same run through the same OpenBLAS.
@@ -107,7 +108,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="10,000-sample epochs (scaled), batch 1 on 1,000 samples")
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per cell (>= 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per cell (>= 3)")
     parser.add_argument("--data", help="MNIST directory (default $CMLP_DATA or ../shared)")
     parser.add_argument("--results-dir", help="where to write the JSON (default bench/results)")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
@@ -157,18 +158,25 @@ def main(argv=None):
             print(f"  {name:16s} batch {batch:>3}: {median * full / n:8.3f} s/epoch",
                   file=sys.stderr, flush=True)
 
-    base, floor = results["cmlp float32"], results["GEMM floor"]
+    def paired_ratio(name, other, batch):
+        # Median over rounds of the within-round ratio: the rounds were taken
+        # side by side, so this cancels the machine's drift between rounds.
+        return statistics.median(a / b for a, b in zip(results[name][batch]["runs_s"],
+                                                         results[other][batch]["runs_s"]))
+
     header = ["system"] + [f"batch {b}" + ("*" if b == 1 or n_main < full else "") for b in BATCHES]
     rows = []
     for name, cells in results.items():
         row = [name]
         for batch in BATCHES:
-            t = cells[batch]["per_epoch_s"]
-            row.append(f"{t:.3f} s · {t / base[batch]['per_epoch_s']:.2f}× cmlp · "
-                       f"{t / floor[batch]['per_epoch_s']:.2f}× floor")
+            cells[batch]["ratio_to_cmlp"] = paired_ratio(name, "cmlp float32", batch)
+            cells[batch]["ratio_to_floor"] = paired_ratio(name, "GEMM floor", batch)
+            row.append(f"{cells[batch]['per_epoch_s']:.3f} s · {cells[batch]['ratio_to_cmlp']:.2f}× "
+                       f"cmlp · {cells[batch]['ratio_to_floor']:.2f}× floor")
         rows.append(row)
     print(f"Training, {source} {SIZES} ReLU, softmax-CE, SGD lr {LR}: median seconds per "
-          f"{full}-sample epoch over {args.repeats} runs")
+          f"{full}-sample epoch over {args.repeats} interleaved runs; ratios are medians of "
+          "per-run ratios")
     print(markdown_table(header, rows))
     print(f"* scaled from {n_one} samples at batch 1"
           + (f" and {n_main} samples at the other batch sizes" if n_main < full else ""))

@@ -5,7 +5,9 @@ training step cannot avoid -- per layer one forward gemm and one weight-
 gradient gemm, and one input-gradient gemm for every layer but the first
 (8 calls for 784-128-64-10) -- on the real shapes, through the same BLAS
 wrappers as the engine, and nothing else: no gather, bias, activation, loss
-or update. Its time is the bar cmlp's epoch is measured against.
+or update. Every gemm reads its input batch from one buffer that stays in
+cache (the first `batch` rows of X): what the gemms cost alone, without
+fetching the batch. Its time is the bar cmlp's epoch is measured against.
 """
 from libc.stdlib cimport free, malloc
 from cython cimport floating
@@ -17,7 +19,8 @@ from cmlp._engine cimport NetLayout
 def gemm_floor_epoch(floating[::1] params, NetLayout layout,
                      const floating[:, ::1] X,   # IN (n, sizes[0]): rows 0..n-1 in order
                      Py_ssize_t batch):
-    """Run the unavoidable GEMMs of one epoch of mini-batch training on X."""
+    """Run the unavoidable GEMMs of one epoch of mini-batch training over
+    X.shape[0] rows, in batches of `batch` (the last one smaller)."""
     cdef Py_ssize_t n = X.shape[0], start = 0, m, l, n_in, n_out
     cdef Py_ssize_t L = layout.c.n_layers, width = layout.c.max_width
     cdef Py_ssize_t widest = max(width, layout.c.sizes[0])
@@ -37,7 +40,7 @@ def gemm_floor_epoch(floating[::1] params, NetLayout layout,
     with nogil:
         while start < n:
             m = min(batch, n - start)
-            a_prev = &X[start, 0]
+            a_prev = &X[0, 0]
             a = act
             for l in range(L):
                 n_in, n_out = layout.c.sizes[l], layout.c.sizes[l + 1]
@@ -48,7 +51,7 @@ def gemm_floor_epoch(floating[::1] params, NetLayout layout,
                 a += m * n_out
             for l in range(L - 1, -1, -1):
                 n_in, n_out = layout.c.sizes[l], layout.c.sizes[l + 1]
-                a_prev = &X[start, 0] if l == 0 else act + m * _width_before(layout, l)
+                a_prev = &X[0, 0] if l == 0 else act + m * _width_before(layout, l)
                 gemm(True, False, <int> n_in, <int> n_out, <int> m, <floating> 1,
                      a_prev, <int> n_in, delta, <int> n_out, <floating> 0, grad,
                      <int> n_out)

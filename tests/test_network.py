@@ -335,3 +335,28 @@ def test_concurrent_forward_from_threads_matches_serial():
     for slot in results:
         for got, want in zip(slot, expected):
             np.testing.assert_array_equal(got, want)
+
+
+def test_training_allocates_nothing_per_batch():
+    """Peak traced memory of fit() does not grow with the number of batches:
+    the workspaces are allocated once and each epoch runs in C."""
+    import tracemalloc
+    X, y = toy(n=4000)
+    X = X.astype(np.float32)
+
+    def peak(epochs, batch_size):
+        net = Network([6, 32, 3], seed=0)
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            net.fit(X, y, epochs=epochs, batch_size=batch_size, verbose=0)
+            return tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+
+    one_epoch = peak(1, 8)        # 500 batches
+    many = peak(20, 8)            # 10,000 batches
+    assert many <= one_epoch + 16_384, (one_epoch, many)
+    # And the whole run needs little beyond X's copy-free checks and the
+    # workspaces: far less than one allocation per batch would leave behind.
+    assert one_epoch < 200_000
