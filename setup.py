@@ -21,7 +21,7 @@ DIRECTIVES = {
 }
 COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3"]
 
-MODULES = ["_blas", "_kernels", "_engine", "kernels", "_floor"]
+MODULES = ["_blas", "_kernels", "_optim", "_engine", "kernels", "_floor"]
 
 extensions = [
     Extension(

@@ -12,7 +12,9 @@ Design
 * `train_epoch` runs a whole epoch inside one `with nogil:` block: gather the
   shuffled mini-batch into a preallocated buffer (at batch 1, point at the
   row instead), forward, then backward with the SGD step fused in
-  (backward_sgd_pass). No Python, no allocation per batch. A non-finite loss
+  (backward_sgd_pass) for plain SGD; any other optimizer, or weight decay,
+  runs backward into the gradient buffer and then one fused optimizer step
+  over the flat buffer (cmlp._optim). No Python, no allocation per batch. A non-finite loss
   stops the epoch and is raised as ValueError after the GIL is taken back.
 * `forward` and `evaluate` allocate their own scratch per call (malloc) and
   touch no shared mutable state, so threads may share one network. Inputs
@@ -30,8 +32,12 @@ from libc.string cimport memcpy
 
 from cmlp._kernels cimport (
     OUT_SOFTMAX, activation_backward, activation_forward, linear_backward,
-    linear_backward_sgd, linear_forward, mse_backward, mse_loss,
+    linear_backward_sgd, linear_forward, mse_backward, mse_loss, sgd_update,
     softmax_forward, softmax_xent_backward, softmax_xent_loss,
+)
+from cmlp._optim cimport (
+    OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, adam_update, l2_grad,
+    momentum_update,
 )
 
 # Rows per chunk in forward/evaluate: big enough for efficient GEMMs, small
@@ -303,32 +309,60 @@ def loss_and_gradients(const floating[::1] params, floating[::1] grads,
     return loss, correct
 
 
-def train_epoch(floating[::1] params, NetLayout layout,
+cdef void _optimizer_step(floating* params, floating* grads, floating* state1,
+                          floating* state2, const Layout* layout, int kind,
+                          floating lr, floating momentum, floating beta1,
+                          floating beta2, floating eps, floating weight_decay,
+                          long long step) noexcept nogil:
+    cdef Py_ssize_t l, n = layout.n_params
+    if weight_decay != 0:
+        # L2 on the weights only: biases are not decayed.
+        for l in range(layout.n_layers):
+            l2_grad(grads + layout.w_offsets[l], params + layout.w_offsets[l],
+                    weight_decay, layout.sizes[l] * layout.sizes[l + 1])
+    if kind == OPT_MOMENTUM or kind == OPT_NESTEROV:
+        momentum_update(params, state1, grads, lr, momentum, kind == OPT_NESTEROV, n)
+    elif kind == OPT_ADAM:
+        adam_update(params, state1, state2, grads, lr, beta1, beta2, eps, step, n)
+    else:
+        sgd_update(params, grads, lr, n)
+
+
+def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
                 const floating[:, ::1] X,         # IN (n, sizes[0])
                 const int32_t[::1] labels,        # IN (n) or (0)
                 const floating[:, ::1] targets,   # IN (n, k) or (0, k)
                 const Py_ssize_t[::1] order,      # IN (n) row visiting order
-                double lr,
                 floating[:, ::1] work,            # scratch (batch, work_per_row)
                 floating[:, ::1] batch_X,         # scratch (batch, sizes[0])
                 int32_t[::1] batch_labels,        # scratch (batch) or (0)
-                floating[:, ::1] batch_targets):  # scratch (batch, k) or (0, k)
-    """One epoch of mini-batch SGD over X in the given order, updating
-    params in place.
+                floating[:, ::1] batch_targets,   # scratch (batch, k) or (0, k)
+                int optimizer, double lr, double momentum, double beta1,
+                double beta2, double eps, double weight_decay,
+                long long step,                   # optimizer steps taken so far
+                floating[::1] state1,             # INOUT (n_params) or (0): velocity / Adam m
+                floating[::1] state2):            # INOUT (n_params) or (0): Adam v
+    """One epoch of mini-batch training over X in the given order, updating
+    params (and the optimizer state) in place.
 
     The batch size is work.shape[0]; the last batch may be smaller. Returns
-    (loss sum, number correct, rows seen), each loss measured before its
-    batch's update. Raises ValueError if a batch loss is non-finite; that
-    batch's update is not applied.
+    (loss sum, number correct, rows seen, optimizer steps so far), each loss
+    measured before its batch's update. Raises ValueError if a batch loss is
+    non-finite; that batch's update is not applied.
     """
     cdef Py_ssize_t n = order.shape[0], d = X.shape[1]
     cdef Py_ssize_t k = layout.c.sizes[layout.c.n_layers]
     cdef Py_ssize_t batch = work.shape[0], start = 0, m, i, row
     cdef Py_ssize_t hits = 0, correct = 0, seen = 0
     cdef bint softmax = layout.c.output == OUT_SOFTMAX
+    cdef bint fused = optimizer == OPT_SGD and weight_decay == 0
     cdef bint finite = True
     cdef double loss, total = 0
-    cdef floating step = <floating> lr
+    cdef floating f_lr = <floating> lr, f_momentum = <floating> momentum
+    cdef floating f_beta1 = <floating> beta1, f_beta2 = <floating> beta2
+    cdef floating f_eps = <floating> eps, f_decay = <floating> weight_decay
+    cdef floating* s1 = &state1[0] if state1.shape[0] > 0 else NULL
+    cdef floating* s2 = &state2[0] if state2.shape[0] > 0 else NULL
     cdef const int32_t* all_labels = _labels_ptr(labels)
     cdef const floating* all_targets = _targets_ptr(targets)
     cdef const int32_t* lab = _labels_ptr(batch_labels)
@@ -355,11 +389,19 @@ def train_epoch(floating[::1] params, NetLayout layout,
                         memcpy(&batch_targets[i, 0], &targets[row, 0],
                                k * sizeof(floating))
             forward_pass(&work[0, 0], &params[0], &layout.c, x, m)
-            loss = backward_sgd_pass(&params[0], &work[0, 0], &layout.c, x,
-                                     lab, tgt, step, m, &hits)
+            if fused:
+                loss = backward_sgd_pass(&params[0], &work[0, 0], &layout.c, x,
+                                         lab, tgt, f_lr, m, &hits)
+            else:
+                loss = backward_pass(&grads[0], &work[0, 0], &params[0], &layout.c,
+                                     x, lab, tgt, m, &hits)
             if not isfinite(loss):
                 finite = False
                 break
+            step += 1
+            if not fused:
+                _optimizer_step(&params[0], &grads[0], s1, s2, &layout.c, optimizer,
+                                f_lr, f_momentum, f_beta1, f_beta2, f_eps, f_decay, step)
             total += loss
             correct += hits
             seen += m
@@ -368,4 +410,4 @@ def train_epoch(floating[::1] params, NetLayout layout,
         raise ValueError(
             f"the training loss became non-finite after {seen} samples of the "
             "epoch; the learning rate is probably too high for this data")
-    return total, correct, seen
+    return total, correct, seen, step

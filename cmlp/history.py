@@ -4,8 +4,9 @@
 class History:
     """What happened in each epoch of `Network.fit`.
 
-    Each epoch is one dict in `records`, with the keys
-    ``epoch``, ``loss``, ``seconds`` and, for classifiers, ``accuracy``; with
+    Each epoch is one dict in `records`, with the keys ``epoch``, ``loss``,
+    ``lr`` (the epoch's learning rate), ``seconds`` and, for classifiers,
+    ``accuracy``; with
     validation data also ``val_loss`` (and ``val_accuracy``). ``loss`` and
     ``accuracy`` are running means over the epoch's mini-batches, each
     measured before its update. Read a column as ``history["loss"]`` or

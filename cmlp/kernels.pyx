@@ -14,6 +14,7 @@ from libc.stdint cimport int32_t
 from cython cimport floating
 
 from cmlp cimport _kernels as K
+from cmlp cimport _optim as O
 
 __all__ = [
     "linear_forward", "linear_backward", "linear_backward_sgd",
@@ -21,6 +22,7 @@ __all__ = [
     "sigmoid_forward", "sigmoid_backward",
     "softmax_forward", "softmax_xent_loss", "softmax_xent_backward",
     "mse_loss", "mse_backward", "sgd_update",
+    "l2_grad", "momentum_update", "adam_update",
 ]
 
 
@@ -284,3 +286,62 @@ def sgd_update(params, grads, lr):
 def _sgd_update(floating[::1] params, const floating[::1] grads, double lr):
     with nogil:
         K.sgd_update(&params[0], &grads[0], <floating> lr, params.shape[0])
+
+
+def _vectors(*arrays):
+    arrays = _floats(*arrays)
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"arrays must share one shape, got {[a.shape for a in arrays]}")
+    return [a.reshape(-1) for a in arrays]
+
+
+def l2_grad(grads, params, weight_decay):
+    """A copy of grads plus weight_decay * params."""
+    grads, params = _vectors(grads, params)
+    out = grads.copy()
+    if out.size:
+        _l2_grad(out, params, float(weight_decay))
+    return out
+
+
+def _l2_grad(floating[::1] grads, const floating[::1] params, double weight_decay):
+    with nogil:
+        O.l2_grad(&grads[0], &params[0], <floating> weight_decay, grads.shape[0])
+
+
+def momentum_update(params, velocity, grads, lr, momentum, nesterov):
+    """(params', velocity') after one (Nesterov) momentum step, as copies."""
+    params, velocity, grads = _vectors(params, velocity, grads)
+    params, velocity = params.copy(), velocity.copy()
+    if params.size:
+        _momentum_update(params, velocity, grads, float(lr), float(momentum), bool(nesterov))
+    return params, velocity
+
+
+def _momentum_update(floating[::1] params, floating[::1] velocity,
+                     const floating[::1] grads, double lr, double momentum,
+                     bint nesterov):
+    with nogil:
+        O.momentum_update(&params[0], &velocity[0], &grads[0], <floating> lr,
+                          <floating> momentum, nesterov, params.shape[0])
+
+
+def adam_update(params, m, v, grads, lr, beta1, beta2, eps, t):
+    """(params', m', v') after Adam step t (t >= 1), as copies."""
+    params, m, v, grads = _vectors(params, m, v, grads)
+    if int(t) < 1:
+        raise ValueError(f"Adam's step t must be >= 1, got {t}")
+    params, m, v = params.copy(), m.copy(), v.copy()
+    if params.size:
+        _adam_update(params, m, v, grads, float(lr), float(beta1), float(beta2),
+                     float(eps), int(t))
+    return params, m, v
+
+
+def _adam_update(floating[::1] params, floating[::1] m, floating[::1] v,
+                 const floating[::1] grads, double lr, double beta1, double beta2,
+                 double eps, long long t):
+    with nogil:
+        O.adam_update(&params[0], &m[0], &v[0], &grads[0], <floating> lr,
+                      <floating> beta1, <floating> beta2, <floating> eps, t,
+                      params.shape[0])

@@ -1,4 +1,5 @@
 """The Python face of cmlp: Network validates, the C engine computes."""
+import json
 import os
 import tempfile
 import time
@@ -10,6 +11,8 @@ from cmlp import _engine
 from cmlp._layout import ACTIVATIONS, OUTPUTS, check_architecture, init_params, offsets, shuffle_seed
 from cmlp._validation import as_labels, as_matrix, as_targets, positive_float, positive_int
 from cmlp.history import History
+from cmlp.optimizers import Optimizer, make_optimizer
+from cmlp.schedules import make_schedule
 
 FORMAT = "cmlp-model-1"
 
@@ -51,6 +54,7 @@ class Network:
         self._parameters = init_params(self.sizes, self.activations, seed, self.dtype)
         self._gradients = np.zeros_like(self._parameters)
         self._shuffle_rng = np.random.default_rng(shuffle_seed(seed))
+        self.optimizer = None        # set by fit(); its state carries over between fits
         w_off, b_off, n_params = offsets(self.sizes)
         self._layout = _engine.NetLayout(
             np.asarray(self.sizes, dtype=np.intp),
@@ -180,20 +184,46 @@ class Network:
         grads = self._gradients.copy()
         return loss / X.shape[0], list(self._views(grads)), list(self._views(grads, biases=True))
 
-    def fit(self, X, y, epochs=10, batch_size=128, lr=0.1, shuffle=True,
-            validation_data=None, verbose=1, on_epoch_end=None):
-        """Train with mini-batch SGD; returns a History of per-epoch records.
+    def fit(self, X, y, epochs=10, batch_size=128, lr=None, optimizer=None, momentum=None,
+            weight_decay=None, schedule="constant", shuffle=True, validation_data=None,
+            verbose=1, on_epoch_end=None, checkpoint=None, initial_epoch=0, history=None,
+            checkpoint_metadata=None):
+        """Train on (X, y); returns a History of per-epoch records.
 
         Each epoch runs entirely in C without the GIL. With ``shuffle`` the
         rows are visited in a fresh random order each epoch, drawn from the
-        network's seed. ``validation_data=(X_val, y_val)`` adds ``val_loss``
-        (and ``val_accuracy``) to each record. ``verbose=1`` prints a line per
-        epoch. ``on_epoch_end(history)`` is called after each epoch.
+        network's seed.
+
+        optimizer : None, "sgd", "momentum", "nesterov", "adam" or an Optimizer
+            None continues the network's current optimizer (and its state)
+            if it has one and no lr/momentum/weight_decay is given, else
+            plain SGD. A name makes a fresh optimizer (defaults: lr 0.1 for
+            the SGD family, momentum 0.9; lr 0.001 for Adam).
+        weight_decay : L2 coefficient on the weights (not the biases).
+        schedule : "constant", "step", "cosine", "invscaling" or a Schedule:
+            the learning rate of each epoch (recorded as ``lr``).
+        validation_data : (X_val, y_val), adds ``val_loss`` (and ``val_accuracy``).
+        verbose : 1 prints a line per epoch.
+        on_epoch_end : called as on_epoch_end(history) after each epoch.
+        checkpoint : a path; after every epoch the model, optimizer state,
+            epoch and shuffling state are written there atomically, so that
+            `Network.load_checkpoint` can resume the run exactly.
+        initial_epoch, history : where a resumed run starts and the History
+            it extends (both come from `load_checkpoint`).
         Raises ValueError if the loss becomes non-finite (learning rate too high).
         """
         epochs = positive_int(epochs, "epochs", minimum=0)
         batch_size = positive_int(batch_size, "batch_size")
-        lr = positive_float(lr, "lr")
+        initial_epoch = positive_int(initial_epoch, "initial_epoch", minimum=0)
+        if lr is not None:
+            lr = positive_float(lr, "lr")
+        if optimizer is None and lr is None and momentum is None and weight_decay is None \
+                and self.optimizer is not None:
+            opt = self.optimizer
+        else:
+            opt = make_optimizer("sgd" if optimizer is None else optimizer, lr, momentum,
+                                 weight_decay)
+        schedule = make_schedule(schedule)
         X, labels, targets = self._check_Xy(X, y)
         val = None
         if validation_data is not None:
@@ -202,6 +232,15 @@ class Network:
             val = self._check_Xy(*validation_data, names=("X_val", "y_val"))
         if on_epoch_end is not None and not callable(on_epoch_end):
             raise TypeError("on_epoch_end must be callable")
+        if history is not None and not isinstance(history, History):
+            raise TypeError("history must be a History (from load_checkpoint)")
+
+        self.optimizer = opt
+        state = opt.bind(self._parameters.size, self.dtype)
+        empty = np.empty(0, dtype=self.dtype)
+        state1 = state[0] if len(state) > 0 else empty
+        state2 = state[1] if len(state) > 1 else empty
+        momentum_, beta1, beta2, eps = opt.hyperparameters()
 
         n = X.shape[0]
         batch = min(batch_size, n)
@@ -211,28 +250,69 @@ class Network:
         batch_labels = np.empty(batch if labels.size else 0, dtype=np.int32)
         batch_targets = np.empty((batch if targets.size else 0, self.n_outputs), dtype=self.dtype)
         order = np.arange(n, dtype=np.intp)
+        run = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
+               "schedule": schedule.config(), "metadata": checkpoint_metadata or {}}
 
-        history = History()
-        for epoch in range(1, epochs + 1):
+        history = History() if history is None else history
+        for epoch in range(initial_epoch + 1, epochs + 1):
+            rate = schedule(epoch - 1, epochs, opt.lr)
             start = time.perf_counter()
             if shuffle:
                 order[:] = self._shuffle_rng.permutation(n)
-            loss, correct, seen = _engine.train_epoch(
-                self._parameters, self._layout, X, labels, targets, order,
-                lr, work, batch_X, batch_labels, batch_targets)
+            loss, correct, seen, opt.step = _engine.train_epoch(
+                self._parameters, self._gradients, self._layout, X, labels, targets, order,
+                work, batch_X, batch_labels, batch_targets,
+                opt.kind, rate, momentum_, beta1, beta2, eps, opt.weight_decay, opt.step,
+                state1, state2)
             record = {"epoch": epoch, "loss": loss / seen}
             if self.output == "softmax":
                 record["accuracy"] = correct / seen
+            record["lr"] = rate
             record["seconds"] = time.perf_counter() - start
             if val is not None:
                 for key, value in self._evaluate(*val).items():
                     record["val_" + key] = value
             history.append(record)
+            if checkpoint is not None:
+                self._write(checkpoint, self._checkpoint_fields(epoch, run, history))
             if verbose:
                 print(format_record(record, epochs), flush=True)
             if on_epoch_end is not None:
                 on_epoch_end(history)
         return history
+
+    def _checkpoint_fields(self, epoch, run, history):
+        return {
+            "checkpoint_epoch": np.array(epoch, dtype=np.int64),
+            "checkpoint_run": np.array(json.dumps(run)),
+            "checkpoint_rng": np.array(json.dumps(self._shuffle_rng.bit_generator.state)),
+            "checkpoint_history": np.array(json.dumps(history.records)),
+        }
+
+    @classmethod
+    def load_checkpoint(cls, path):
+        """Resume a run that fit(..., checkpoint=path) was writing.
+
+        Returns (network, fit_kwargs): call ``network.fit(X, y, **fit_kwargs)``
+        with the same data to continue where the run stopped; the result is
+        bit-identical to the run that was never interrupted. fit_kwargs also
+        holds the run's ``checkpoint_metadata`` (e.g. the CLI's arguments).
+        """
+        net, fields = cls._read(path)
+        if "checkpoint_epoch" not in fields:
+            raise ValueError(f"{os.fspath(path)!r} is a model, not a checkpoint (no epoch state)")
+        try:
+            run = json.loads(str(fields["checkpoint_run"]))
+            net._shuffle_rng.bit_generator.state = json.loads(str(fields["checkpoint_rng"]))
+            history = History()
+            for record in json.loads(str(fields["checkpoint_history"])):
+                history.append(record)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{os.fspath(path)!r}: damaged checkpoint state: {exc}") from None
+        return net, {"epochs": run["epochs"], "batch_size": run["batch_size"],
+                     "shuffle": run["shuffle"], "schedule": run["schedule"],
+                     "initial_epoch": int(fields["checkpoint_epoch"]), "history": history,
+                     "checkpoint": os.fspath(path), "checkpoint_metadata": run["metadata"]}
 
     def fold_input_standardization(self, mean, std):
         """Make a network trained on (X - mean) / std take raw X, exactly.
@@ -254,7 +334,11 @@ class Network:
     # ------------------------------------------------------- persistence ----
 
     def save(self, path):
-        """Write the model to `path` (.npz, no pickle), atomically."""
+        """Write the model (and its optimizer's state) to `path` (.npz, no pickle),
+        atomically."""
+        self._write(path, {})
+
+    def _write(self, path, extra):
         path = os.fspath(path)
         fields = {
             "format": np.array(FORMAT),
@@ -263,6 +347,8 @@ class Network:
             "output": np.array(self.output),
             "dtype": np.array(self.dtype.name),
             "parameters": self._parameters,
+            **(self.optimizer.to_arrays() if self.optimizer is not None else {}),
+            **extra,
         }
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".cmlp-", suffix=".npz.tmp")
@@ -277,8 +363,13 @@ class Network:
 
     @classmethod
     def load(cls, path):
-        """Read a model written by `save`. Raises FileNotFoundError for a
-        missing file and ValueError for anything that is not a cmlp model."""
+        """Read a model written by `save` (or a checkpoint). Raises
+        FileNotFoundError for a missing file and ValueError for anything that
+        is not a cmlp model."""
+        return cls._read(path)[0]
+
+    @classmethod
+    def _read(cls, path):
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no model file at {path!r}")
@@ -304,7 +395,14 @@ class Network:
         if not np.isfinite(params).all():
             raise ValueError(f"{path!r}: parameters contain NaN or infinite values")
         net._parameters[:] = params
-        return net
+        try:
+            net.optimizer = Optimizer.from_arrays(fields)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{path!r}: damaged optimizer state: {exc}") from None
+        if net.optimizer is not None and any(
+                s.shape != params.shape or s.dtype != net.dtype for s in net.optimizer.state):
+            raise ValueError(f"{path!r}: optimizer state does not match the parameters")
+        return net, fields
 
 
 def format_record(record, epochs=None):
@@ -314,5 +412,7 @@ def format_record(record, epochs=None):
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         if key in record:
             parts.append(f"{key} {record[key]:.4f}")
+    if "lr" in record:
+        parts.append(f"lr {record['lr']:.3g}")
     parts.append(f"{record['seconds']:.2f}s")
     return "  ".join(parts)

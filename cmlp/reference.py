@@ -98,6 +98,27 @@ def sgd_update(params, grads, lr):
     return params - np.asarray(lr, dtype=params.dtype) * grads
 
 
+def l2_grad(grads, params, weight_decay):
+    return grads + np.asarray(weight_decay, dtype=params.dtype) * params
+
+
+def momentum_update(params, velocity, grads, lr, momentum, nesterov):
+    dt = params.dtype
+    velocity = np.asarray(momentum, dtype=dt) * velocity + grads
+    step = grads + np.asarray(momentum, dtype=dt) * velocity if nesterov else velocity
+    return params - np.asarray(lr, dtype=dt) * step, velocity
+
+
+def adam_update(params, m, v, grads, lr, beta1, beta2, eps, t):
+    dt = params.dtype
+    b1, b2 = np.asarray(beta1, dtype=dt), np.asarray(beta2, dtype=dt)
+    m = b1 * m + (1 - b1) * grads
+    v = b2 * v + (1 - b2) * grads * grads
+    m_hat = m / np.asarray(1 - beta1 ** t, dtype=dt)
+    v_hat = v / np.asarray(1 - beta2 ** t, dtype=dt)
+    return params - np.asarray(lr, dtype=dt) * m_hat / (np.sqrt(v_hat) + np.asarray(eps, dtype=dt)), m, v
+
+
 _FORWARD = {"identity": lambda z: z, "relu": relu_forward,
             "tanh": tanh_forward, "sigmoid": sigmoid_forward}
 _BACKWARD = {"identity": lambda a, da: da, "relu": relu_backward,
@@ -166,17 +187,60 @@ class ReferenceNetwork:
         self.biases = [sgd_update(b, db, lr) for b, db in zip(self.biases, dbs)]
         return loss
 
-    def fit(self, X, y, epochs=1, batch_size=128, lr=0.1, shuffle=True):
-        """Plain mini-batch SGD, visiting rows in cmlp.Network.fit's order."""
+    def _flat(self, arrays_w, arrays_b):
+        return np.concatenate([a.ravel() for pair in zip(arrays_w, arrays_b) for a in pair])
+
+    def _unflat(self, flat):
+        w_off, b_off, _ = offsets(self.sizes)
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
+        self.weights = [flat[w:w + i * o].reshape(i, o).copy() for w, (i, o) in zip(w_off, pairs)]
+        self.biases = [flat[b:b + o].copy() for b, (_, o) in zip(b_off, pairs)]
+
+    def optimizer_step(self, X, y, optimizer, lr, state):
+        """One step of `optimizer` (a cmlp.optimizers object, read for its
+        settings only) at rate lr; `state` is a dict this method keeps."""
+        loss, dWs, dbs = self.gradients(X, y)
+        if optimizer.weight_decay:
+            dWs = [l2_grad(dW, W, optimizer.weight_decay) for dW, W in zip(dWs, self.weights)]
+        params, grads = self._flat(self.weights, self.biases), self._flat(dWs, dbs)
+        state["t"] = state.get("t", 0) + 1
+        config = optimizer.config()
+        if config["name"] == "adam":
+            m = state.get("m", np.zeros_like(params))
+            v = state.get("v", np.zeros_like(params))
+            params, state["m"], state["v"] = adam_update(
+                params, m, v, grads, lr, config["beta1"], config["beta2"], config["eps"], state["t"])
+        elif config["momentum"]:
+            velocity = state.get("velocity", np.zeros_like(params))
+            params, state["velocity"] = momentum_update(
+                params, velocity, grads, lr, config["momentum"], config["nesterov"])
+        else:
+            params = sgd_update(params, grads, lr)
+        self._unflat(params)
+        return loss
+
+    def fit(self, X, y, epochs=1, batch_size=128, lr=0.1, shuffle=True, optimizer=None,
+            schedule=None):
+        """Mini-batch training, visiting rows in cmlp.Network.fit's order.
+
+        optimizer: a cmlp.optimizers object (default plain SGD at lr);
+        schedule: a cmlp.schedules object (default constant).
+        """
+        from cmlp.optimizers import SGD
+        from cmlp.schedules import Constant
+        optimizer = optimizer or SGD(lr=lr)
+        schedule = schedule or Constant()
+        state = {}
         X = np.asarray(X, dtype=self.dtype)
         y = np.asarray(y)
         n = X.shape[0]
         losses = []
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            rate = schedule(epoch, epochs, optimizer.lr)
             order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
             total = 0.0
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
-                total += self.sgd_step(X[idx], y[idx], lr) * len(idx)
+                total += self.optimizer_step(X[idx], y[idx], optimizer, rate, state) * len(idx)
             losses.append(total / n)
         return losses

@@ -125,7 +125,7 @@ def test_history_records():
         X, y, epochs=3, validation_data=(X[:10], y[:10]), verbose=0,
         on_epoch_end=lambda h: seen.append(len(h)))
     assert isinstance(history, History) and len(history) == 3 and seen == [1, 2, 3]
-    assert history.keys() == ["epoch", "loss", "accuracy", "seconds", "val_loss", "val_accuracy"]
+    assert history.keys() == ["epoch", "loss", "accuracy", "lr", "seconds", "val_loss", "val_accuracy"]
     assert history["epoch"] == [1, 2, 3] and history.epoch == [1, 2, 3]
     assert all(s >= 0 for s in history.seconds)
     with pytest.raises(AttributeError, match="no column"):

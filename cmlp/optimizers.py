@@ -1,0 +1,150 @@
+"""Optimizers: hyperparameters in Python, state in flat buffers, steps in C.
+
+    net.fit(X, y, optimizer="adam", lr=1e-3)
+    net.fit(X, y, optimizer=Adam(lr=1e-3, weight_decay=1e-4))
+
+The state (velocity, Adam moments, step count) has the parameters' flat
+layout, lives on the optimizer object, persists across fit() calls on the
+same network (warm start) and is saved with the model and in checkpoints.
+"""
+import json
+import numbers
+
+import numpy as np
+
+from cmlp._optim import KINDS
+
+OPT_SGD, OPT_MOMENTUM = KINDS["sgd"], KINDS["momentum"]
+OPT_NESTEROV, OPT_ADAM = KINDS["nesterov"], KINDS["adam"]
+
+
+def _number(value, name, low=None, high=None, low_open=False, high_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    value = float(value)
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return value
+
+
+class Optimizer:
+    """Base class. Subclasses set `kind` and the hyperparameters."""
+    kind = OPT_SGD
+    n_state = 0
+
+    def __init__(self, lr, weight_decay=0.0):
+        self.lr = _number(lr, "lr", 0, low_open=True)
+        self.weight_decay = _number(weight_decay, "weight_decay", 0)
+        self.step = 0                 # optimizer steps taken (Adam's t)
+        self.state = []               # n_state flat buffers, made on first use
+
+    def hyperparameters(self):
+        """(momentum, beta1, beta2, eps) as the C step takes them."""
+        return 0.0, 0.0, 0.0, 0.0
+
+    def bind(self, n_params, dtype):
+        """Make sure the state buffers fit a network of n_params values."""
+        if len(self.state) != self.n_state or any(
+                s.shape != (n_params,) or s.dtype != dtype for s in self.state):
+            self.state = [np.zeros(n_params, dtype=dtype) for _ in range(self.n_state)]
+            self.step = 0
+        return self.state
+
+    def config(self):
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+    def to_arrays(self, prefix="optimizer_"):
+        """The optimizer as .npz fields: its config as JSON, its step, its state."""
+        fields = {prefix + "config": np.array(json.dumps(self.config())),
+                  prefix + "step": np.array(self.step, dtype=np.int64)}
+        for i, buffer in enumerate(self.state):
+            fields[f"{prefix}state{i}"] = buffer
+        return fields
+
+    @staticmethod
+    def from_arrays(fields, prefix="optimizer_"):
+        """Rebuild an optimizer written by to_arrays (or None if absent)."""
+        if prefix + "config" not in fields:
+            return None
+        config = json.loads(str(fields[prefix + "config"]))
+        kind = {"sgd": SGD, "adam": Adam}[config.pop("name")]
+        optimizer = kind(**config)
+        optimizer.step = int(fields[prefix + "step"])
+        optimizer.state = [np.array(fields[f"{prefix}state{i}"])
+                           for i in range(optimizer.n_state) if f"{prefix}state{i}" in fields]
+        return optimizer
+
+
+class SGD(Optimizer):
+    """Mini-batch SGD, optionally with (Nesterov) momentum, PyTorch's convention:
+    v = momentum * v + g;  p -= lr * v  (or lr * (g + momentum * v) for Nesterov)."""
+
+    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.momentum = _number(momentum, "momentum", 0, 1, high_open=True)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.kind = (OPT_NESTEROV if self.nesterov else OPT_MOMENTUM) if self.momentum else OPT_SGD
+        self.n_state = 1 if self.momentum else 0
+
+    def hyperparameters(self):
+        return self.momentum, 0.0, 0.0, 0.0
+
+    def config(self):
+        return {"name": "sgd", "lr": self.lr, "momentum": self.momentum,
+                "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+
+
+class Adam(Optimizer):
+    """Adam with bias-corrected moments; eps is added outside the square root."""
+    kind = OPT_ADAM
+    n_state = 2
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.beta1 = _number(beta1, "beta1", 0, 1, high_open=True)
+        self.beta2 = _number(beta2, "beta2", 0, 1, high_open=True)
+        self.eps = _number(eps, "eps", 0, low_open=True)
+
+    def hyperparameters(self):
+        return 0.0, self.beta1, self.beta2, self.eps
+
+    def config(self):
+        return {"name": "adam", "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2,
+                "eps": self.eps, "weight_decay": self.weight_decay}
+
+
+NAMES = ("sgd", "momentum", "nesterov", "adam")
+
+
+def make_optimizer(optimizer="sgd", lr=None, momentum=None, weight_decay=None):
+    """An Optimizer from a name and fit()'s keyword arguments, or the object given.
+
+    Names: "sgd" (lr 0.1), "momentum" and "nesterov" (lr 0.1, momentum 0.9),
+    "adam" (lr 0.001). An Optimizer object carries its own settings, so lr,
+    momentum and weight_decay must then be left as None.
+    """
+    if isinstance(optimizer, Optimizer):
+        if any(v is not None for v in (lr, momentum, weight_decay)):
+            raise ValueError("pass lr/momentum/weight_decay to the optimizer object, "
+                             "not to fit(), when giving an optimizer object")
+        return optimizer
+    if optimizer not in NAMES:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {list(NAMES)} "
+                         "or pass an Optimizer object")
+    decay = 0.0 if weight_decay is None else weight_decay
+    if optimizer == "adam":
+        if momentum is not None:
+            raise ValueError("momentum does not apply to adam")
+        return Adam(lr=0.001 if lr is None else lr, weight_decay=decay)
+    if optimizer == "sgd":
+        return SGD(lr=0.1 if lr is None else lr, momentum=momentum or 0.0, weight_decay=decay)
+    return SGD(lr=0.1 if lr is None else lr, momentum=0.9 if momentum is None else momentum,
+               nesterov=optimizer == "nesterov", weight_decay=decay)
