@@ -11,6 +11,12 @@ import numpy as np
 from cmlp.datasets import load_mnist
 from cmlp._layout import ACTIVATIONS
 from cmlp.network import Network
+from cmlp.optimizers import NAMES as OPTIMIZERS
+from cmlp.schedules import KINDS as SCHEDULES
+
+# Options a resumed run takes from its checkpoint, not from the command line.
+RUN_OPTIONS = ("hidden", "activation", "epochs", "batch_size", "lr", "dtype", "seed",
+               "standardize", "optimizer", "momentum", "weight_decay", "schedule")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,7 +76,19 @@ def build_parser():
     train.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
     train.add_argument("--epochs", type=_non_negative_int, default=10)
     train.add_argument("--batch-size", type=_positive(int), default=128)
-    train.add_argument("--lr", type=_positive(float), default=0.1)
+    train.add_argument("--lr", type=_positive(float), default=None,
+                       help="learning rate (default 0.1 for sgd/momentum/nesterov, 0.001 for adam)")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    train.add_argument("--momentum", type=float, default=None,
+                       help="momentum for the momentum/nesterov optimizers (default 0.9)")
+    train.add_argument("--weight-decay", type=float, default=0.0, metavar="L2",
+                       help="L2 coefficient on the weights (default 0)")
+    train.add_argument("--schedule", choices=sorted(SCHEDULES), default="constant",
+                       help="learning-rate schedule over the epochs")
+    train.add_argument("--checkpoint", metavar="PATH",
+                       help="write a resumable checkpoint after every epoch")
+    train.add_argument("--resume", metavar="PATH",
+                       help="continue the run a --checkpoint file holds (with its options)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="PATH", help="write the trained model (.npz)")
@@ -82,16 +100,31 @@ def build_parser():
 
 def train(args):
     start = time.perf_counter()
+    resumed = fit_kwargs = None
+    if args.resume:
+        resumed, fit_kwargs = Network.load_checkpoint(args.resume)
+        saved = fit_kwargs.pop("checkpoint_metadata").get("cli")
+        if saved is None:
+            raise ValueError(f"{args.resume!r} was not written by 'cmlp train --checkpoint'")
+        for name in RUN_OPTIONS:
+            setattr(args, name, saved[name])
+        args.checkpoint = args.checkpoint or args.resume
+        args.data = args.data or saved["data"]
+
     X_train, y_train, X_test, y_test = load_mnist(args.data)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    net = Network([X_train.shape[1], *args.hidden, n_classes], activation=args.activation,
-                  output="softmax", dtype=args.dtype, seed=args.seed)
+    net = resumed or Network([X_train.shape[1], *args.hidden, n_classes],
+                             activation=args.activation, output="softmax",
+                             dtype=args.dtype, seed=args.seed)
+    if net.sizes != (X_train.shape[1], *args.hidden, n_classes):
+        raise ValueError(f"the checkpoint's network {list(net.sizes)} does not fit this data")
     print(f"{net}: {X_train.shape[0]} train, {X_test.shape[0]} test samples "
           f"(loaded in {time.perf_counter() - start:.1f}s)", flush=True)
 
     # Standardizing the inputs (one scalar mean and std from the training set)
     # speeds up SGD; afterwards it is folded into the first layer, so the
-    # trained (and saved) network takes raw [0, 1] pixels.
+    # trained (and saved) network takes raw [0, 1] pixels. Checkpoints hold
+    # the network as it trains, on standardized pixels.
     mean, std = (float(X_train.mean()), float(X_train.std())) if args.standardize else (0.0, 1.0)
     scale = lambda X: ((X - mean) / std).astype(net.dtype) if args.standardize else X
 
@@ -99,10 +132,22 @@ def train(args):
         r = history.records[-1]
         print(f"epoch {r['epoch']:>{len(str(args.epochs))}}/{args.epochs}  loss {r['loss']:.4f}  "
               f"train acc {r['accuracy']:.4f}  test acc {r['val_accuracy']:.4f}  "
-              f"{r['seconds']:.2f}s", flush=True)
+              f"lr {r['lr']:.3g}  {r['seconds']:.2f}s", flush=True)
 
-    net.fit(scale(X_train), y_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            validation_data=(scale(X_test), y_test), verbose=0, on_epoch_end=report)
+    if fit_kwargs is None:
+        cli = {name: getattr(args, name) for name in RUN_OPTIONS}
+        cli["data"] = args.data
+        fit_kwargs = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          optimizer=args.optimizer, momentum=args.momentum,
+                          weight_decay=args.weight_decay, schedule=args.schedule,
+                          checkpoint=args.checkpoint, checkpoint_metadata={"cli": cli})
+    else:
+        fit_kwargs["checkpoint"] = args.checkpoint
+        fit_kwargs["checkpoint_metadata"] = {"cli": {**{n: getattr(args, n) for n in RUN_OPTIONS},
+                                                     "data": args.data}}
+        print(f"resuming {args.resume} after epoch {fit_kwargs['initial_epoch']}", flush=True)
+    net.fit(scale(X_train), y_train, validation_data=(scale(X_test), y_test), verbose=0,
+            on_epoch_end=report, **fit_kwargs)
     if args.standardize:
         net.fold_input_standardization(mean, std)
     if args.save:

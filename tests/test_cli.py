@@ -90,3 +90,42 @@ def test_console_script_is_installed():
         pytest.skip("cmlp console script not on PATH (package not pip-installed)")
     result = subprocess.run([script, "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--batch-size" in result.stdout
+
+
+def test_killed_run_resumes_bit_identical(mnist_path, tmp_path):
+    """A run killed mid-way and resumed with --resume ends with exactly the
+    parameters of the run that was never interrupted."""
+    import signal
+    import time
+    options = ["--data", mnist_path, "--hidden", "32", "--epochs", "6", "--optimizer", "adam",
+               "--schedule", "cosine", "--weight-decay", "1e-4"]
+    whole = tmp_path / "whole.npz"
+    assert run("train", *options, "--save", str(whole)).returncode == 0
+
+    ckpt = tmp_path / "run.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "cmlp", "train", *options,
+                             "--checkpoint", str(ckpt)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                            cwd=os.path.dirname(os.path.abspath(__file__)))
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = int(np.load(ckpt)["checkpoint_epoch"])
+    assert 1 <= done < 6, "the run was not killed mid-way"
+
+    resumed = tmp_path / "resumed.npz"
+    result = run("train", "--resume", str(ckpt), "--save", str(resumed))
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {ckpt} after epoch {done}" in result.stdout
+    assert len([l for l in result.stdout.splitlines() if l.startswith("epoch ")]) == 6 - done
+    np.testing.assert_array_equal(Network.load(resumed).parameters,
+                                  Network.load(whole).parameters)
+
+
+def test_resume_needs_a_cli_checkpoint(tmp_path):
+    model = tmp_path / "model.npz"
+    Network([784, 10], seed=0).save(model)
+    result = run("train", "--resume", str(model))
+    assert result.returncode == 2 and "not a checkpoint" in result.stderr
