@@ -34,7 +34,7 @@ def test_default_training_reaches_target_accuracy(mnist_path, tmp_path):
     epochs = [l for l in lines if l.startswith("epoch ")]
     assert len(epochs) == 10
     assert re.fullmatch(r"epoch 10/10  loss \d\.\d{4}  train acc \d\.\d{4}  test acc \d\.\d{4}  "
-                        r"\d+\.\d{2}s", epochs[-1])
+                        r"lr 0\.1  \d+\.\d{2}s", epochs[-1]), epochs[-1]
     match = re.fullmatch(r"test accuracy: (0\.\d{4})", lines[-1])
     assert match, lines[-1]
     accuracy = float(match.group(1))
