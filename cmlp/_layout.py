@@ -85,7 +85,9 @@ def init_params(sizes, activations, seed, dtype):
 
 
 def _seed_sequences(seed):
-    return np.random.SeedSequence(seed).spawn(2)
+    # Child i of a SeedSequence does not depend on how many are spawned, so
+    # adding a stream never changes the existing ones.
+    return np.random.SeedSequence(seed).spawn(3)
 
 
 def init_seed(seed):
@@ -96,3 +98,8 @@ def init_seed(seed):
 def shuffle_seed(seed):
     """The seed stream for the mini-batch order of a network seeded `seed`."""
     return _seed_sequences(seed)[1]
+
+
+def split_seed(seed):
+    """The seed stream for fit()'s validation_split of a network seeded `seed`."""
+    return _seed_sequences(seed)[2]

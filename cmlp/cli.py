@@ -14,9 +14,18 @@ from cmlp.network import Network
 from cmlp.optimizers import NAMES as OPTIMIZERS
 from cmlp.schedules import KINDS as SCHEDULES
 
+# Named recipes: defaults that explicit options still override. "best" was
+# chosen by measurement on MNIST (README): 0.9857 test accuracy in 29.6 s
+# wall time on 2 cores, loading included.
+PRESETS = {
+    "best": {"hidden": [512, 256], "optimizer": "adam", "lr": 0.001, "schedule": "cosine",
+             "epochs": 15, "batch_size": 128, "weight_decay": 1e-4},
+}
+
 # Options a resumed run takes from its checkpoint, not from the command line.
 RUN_OPTIONS = ("hidden", "activation", "epochs", "batch_size", "lr", "dtype", "seed",
-               "standardize", "optimizer", "momentum", "weight_decay", "schedule")
+               "standardize", "optimizer", "momentum", "weight_decay", "schedule",
+               "early_stopping", "patience")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,8 +94,15 @@ def build_parser():
                        help="L2 coefficient on the weights (default 0)")
     train.add_argument("--schedule", choices=sorted(SCHEDULES), default="constant",
                        help="learning-rate schedule over the epochs")
+    train.add_argument("--early-stopping", action="store_true",
+                       help="hold out 10%% of the training data and stop when its loss has not "
+                            "improved for --patience epochs, keeping the best weights")
+    train.add_argument("--patience", type=_positive(int), default=5)
     train.add_argument("--checkpoint", metavar="PATH",
                        help="write a resumable checkpoint after every epoch")
+    train.add_argument("--preset", choices=sorted(PRESETS),
+                       help="a measured recipe (best: 784-512-256-10, adam, cosine, 15 epochs); "
+                            "options given explicitly still apply")
     train.add_argument("--resume", metavar="PATH",
                        help="continue the run a --checkpoint file holds (with its options)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -128,10 +144,14 @@ def train(args):
     mean, std = (float(X_train.mean()), float(X_train.std())) if args.standardize else (0.0, 1.0)
     scale = lambda X: ((X - mean) / std).astype(net.dtype) if args.standardize else X
 
+    # Per-epoch accuracy on the test set, or, with early stopping (which must
+    # not look at the test set), on 10% of the training set held out.
+    held_out = "val" if args.early_stopping else "test"
+
     def report(history):
         r = history.records[-1]
         print(f"epoch {r['epoch']:>{len(str(args.epochs))}}/{args.epochs}  loss {r['loss']:.4f}  "
-              f"train acc {r['accuracy']:.4f}  test acc {r['val_accuracy']:.4f}  "
+              f"train acc {r['accuracy']:.4f}  {held_out} acc {r['val_accuracy']:.4f}  "
               f"lr {r['lr']:.3g}  {r['seconds']:.2f}s", flush=True)
 
     if fit_kwargs is None:
@@ -140,14 +160,19 @@ def train(args):
         fit_kwargs = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           optimizer=args.optimizer, momentum=args.momentum,
                           weight_decay=args.weight_decay, schedule=args.schedule,
+                          early_stopping=args.early_stopping, patience=args.patience,
+                          validation_split=0.1 if args.early_stopping else 0.0,
                           checkpoint=args.checkpoint, checkpoint_metadata={"cli": cli})
     else:
         fit_kwargs["checkpoint"] = args.checkpoint
         fit_kwargs["checkpoint_metadata"] = {"cli": {**{n: getattr(args, n) for n in RUN_OPTIONS},
                                                      "data": args.data}}
         print(f"resuming {args.resume} after epoch {fit_kwargs['initial_epoch']}", flush=True)
-    net.fit(scale(X_train), y_train, validation_data=(scale(X_test), y_test), verbose=0,
-            on_epoch_end=report, **fit_kwargs)
+    validation = None if args.early_stopping else (scale(X_test), y_test)
+    history = net.fit(scale(X_train), y_train, validation_data=validation, verbose=0,
+                      on_epoch_end=report, **fit_kwargs)
+    if args.early_stopping and history.best_epoch is not None:
+        print(f"kept the weights of epoch {history.best_epoch} (best {held_out} loss)")
     if args.standardize:
         net.fold_input_standardization(mean, std)
     if args.save:
@@ -157,9 +182,20 @@ def train(args):
     return 0
 
 
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "preset", None):
+        # Re-parse with the preset as defaults, so explicit options win.
+        train = parser._subparsers._group_actions[0].choices["train"]
+        train.set_defaults(**PRESETS[args.preset])
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv=None):
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         return train(args)
     except _UsageError as exc:
         print(f"{exc} (see 'cmlp train --help')", file=sys.stderr)

@@ -15,6 +15,7 @@ class History:
 
     def __init__(self):
         self.records = []
+        self.best_epoch = None     # set by fit(early_stopping=True)
 
     def append(self, record):
         self.records.append(dict(record))
@@ -28,7 +29,7 @@ class History:
         return [r[key] for r in self.records]
 
     def __getattr__(self, key):
-        if key.startswith("_") or key == "records":
+        if key.startswith("_") or key in ("records", "best_epoch"):
             raise AttributeError(key)
         try:
             return self[key]

@@ -8,7 +8,8 @@ import zipfile
 import numpy as np
 
 from cmlp import _engine
-from cmlp._layout import ACTIVATIONS, OUTPUTS, check_architecture, init_params, offsets, shuffle_seed
+from cmlp._layout import (ACTIVATIONS, OUTPUTS, check_architecture, init_params, offsets,
+                          shuffle_seed, split_seed)
 from cmlp._validation import as_labels, as_matrix, as_targets, positive_float, positive_int
 from cmlp.history import History
 from cmlp.optimizers import Optimizer, make_optimizer
@@ -51,10 +52,15 @@ class Network:
         self.sizes, self.activations, self.output, self.dtype = check_architecture(
             sizes, activation, output, dtype)
         self.seed = seed
+        # The root of every random stream (equal to seed for an int seed; drawn
+        # once for seed=None); saved with the model so a resumed run re-derives
+        # the same streams, e.g. fit()'s validation_split.
+        self._seed_entropy = np.random.SeedSequence(seed).entropy
         self._parameters = init_params(self.sizes, self.activations, seed, self.dtype)
         self._gradients = np.zeros_like(self._parameters)
         self._shuffle_rng = np.random.default_rng(shuffle_seed(seed))
         self.optimizer = None        # set by fit(); its state carries over between fits
+        self._resume_best = None     # early stopping's best weights, from a checkpoint
         w_off, b_off, n_params = offsets(self.sizes)
         self._layout = _engine.NetLayout(
             np.asarray(self.sizes, dtype=np.intp),
@@ -186,6 +192,7 @@ class Network:
 
     def fit(self, X, y, epochs=10, batch_size=128, lr=None, optimizer=None, momentum=None,
             weight_decay=None, schedule="constant", shuffle=True, validation_data=None,
+            validation_split=0.0, early_stopping=False, patience=5, min_delta=0.0,
             verbose=1, on_epoch_end=None, checkpoint=None, initial_epoch=0, history=None,
             checkpoint_metadata=None):
         """Train on (X, y); returns a History of per-epoch records.
@@ -203,6 +210,11 @@ class Network:
         schedule : "constant", "step", "cosine", "invscaling" or a Schedule:
             the learning rate of each epoch (recorded as ``lr``).
         validation_data : (X_val, y_val), adds ``val_loss`` (and ``val_accuracy``).
+        validation_split : instead, hold out this fraction of (X, y), drawn
+            at random from the network's seed, for validation.
+        early_stopping : stop when ``val_loss`` has not improved by more than
+            ``min_delta`` for ``patience`` epochs, and restore the weights of
+            the best epoch (``history.best_epoch``).
         verbose : 1 prints a line per epoch.
         on_epoch_end : called as on_epoch_end(history) after each epoch.
         checkpoint : a path; after every epoch the model, optimizer state,
@@ -226,10 +238,32 @@ class Network:
         schedule = make_schedule(schedule)
         X, labels, targets = self._check_Xy(X, y)
         val = None
+        if isinstance(validation_split, bool) or not 0 <= validation_split < 1:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+        if validation_data is not None and validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
             val = self._check_Xy(*validation_data, names=("X_val", "y_val"))
+        elif validation_split:
+            n_val = int(round(validation_split * X.shape[0]))
+            if n_val < 1 or n_val >= X.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves no validation "
+                                 f"or no training rows out of {X.shape[0]}")
+            order = np.random.default_rng(split_seed(self._seed_entropy)).permutation(X.shape[0])
+            held, kept = np.sort(order[:n_val]), np.sort(order[n_val:])
+            val = (X[held], labels[held] if labels.size else labels,
+                   targets[held] if targets.size else targets)
+            X = X[kept]
+            labels = labels[kept] if labels.size else labels
+            targets = targets[kept] if targets.size else targets
+        if early_stopping:
+            if val is None:
+                raise ValueError("early_stopping needs validation_data or validation_split")
+            patience = positive_int(patience, "patience")
+            if isinstance(min_delta, bool) or not np.isfinite(min_delta) or min_delta < 0:
+                raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
         if on_epoch_end is not None and not callable(on_epoch_end):
             raise TypeError("on_epoch_end must be callable")
         if history is not None and not isinstance(history, History):
@@ -251,9 +285,14 @@ class Network:
         batch_targets = np.empty((batch if targets.size else 0, self.n_outputs), dtype=self.dtype)
         order = np.arange(n, dtype=np.intp)
         run = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
-               "schedule": schedule.config(), "metadata": checkpoint_metadata or {}}
+               "schedule": schedule.config(), "validation_split": validation_split,
+               "early_stopping": bool(early_stopping), "patience": patience,
+               "min_delta": min_delta, "metadata": checkpoint_metadata or {}}
 
         history = History() if history is None else history
+        stopper = _EarlyStopping(patience, min_delta, self._parameters) if early_stopping else None
+        if stopper is not None and history.records:      # resuming: replay the monitor
+            stopper.replay(history, self._resume_best)
         for epoch in range(initial_epoch + 1, epochs + 1):
             rate = schedule(epoch - 1, epochs, opt.lr)
             start = time.perf_counter()
@@ -273,12 +312,19 @@ class Network:
                 for key, value in self._evaluate(*val).items():
                     record["val_" + key] = value
             history.append(record)
+            stop = stopper is not None and stopper.update(epoch, record["val_loss"], self._parameters)
             if checkpoint is not None:
-                self._write(checkpoint, self._checkpoint_fields(epoch, run, history))
+                extra = {"checkpoint_best": stopper.best_params} if stopper is not None else {}
+                self._write(checkpoint, {**self._checkpoint_fields(epoch, run, history), **extra})
             if verbose:
                 print(format_record(record, epochs), flush=True)
             if on_epoch_end is not None:
                 on_epoch_end(history)
+            if stop:
+                break
+        if stopper is not None:
+            self._parameters[:] = stopper.best_params
+            history.best_epoch = stopper.best_epoch
         return history
 
     def _checkpoint_fields(self, epoch, run, history):
@@ -294,8 +340,9 @@ class Network:
         """Resume a run that fit(..., checkpoint=path) was writing.
 
         Returns (network, fit_kwargs): call ``network.fit(X, y, **fit_kwargs)``
-        with the same data to continue where the run stopped; the result is
-        bit-identical to the run that was never interrupted. fit_kwargs also
+        with the same data (and the same validation_data, if the run had
+        one) to continue where the run stopped; the result is bit-identical
+        to the run that was never interrupted. fit_kwargs also
         holds the run's ``checkpoint_metadata`` (e.g. the CLI's arguments).
         """
         net, fields = cls._read(path)
@@ -309,8 +356,12 @@ class Network:
                 history.append(record)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{os.fspath(path)!r}: damaged checkpoint state: {exc}") from None
+        net._resume_best = fields.get("checkpoint_best")
         return net, {"epochs": run["epochs"], "batch_size": run["batch_size"],
                      "shuffle": run["shuffle"], "schedule": run["schedule"],
+                     "validation_split": run["validation_split"],
+                     "early_stopping": run["early_stopping"], "patience": run["patience"],
+                     "min_delta": run["min_delta"],
                      "initial_epoch": int(fields["checkpoint_epoch"]), "history": history,
                      "checkpoint": os.fspath(path), "checkpoint_metadata": run["metadata"]}
 
@@ -347,6 +398,7 @@ class Network:
             "output": np.array(self.output),
             "dtype": np.array(self.dtype.name),
             "parameters": self._parameters,
+            "seed_entropy": np.array(str(self._seed_entropy)),
             **(self.optimizer.to_arrays() if self.optimizer is not None else {}),
             **extra,
         }
@@ -396,6 +448,8 @@ class Network:
             raise ValueError(f"{path!r}: parameters contain NaN or infinite values")
         net._parameters[:] = params
         try:
+            if "seed_entropy" in fields:
+                net._seed_entropy = int(str(fields["seed_entropy"]))
             net.optimizer = Optimizer.from_arrays(fields)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path!r}: damaged optimizer state: {exc}") from None
@@ -403,6 +457,34 @@ class Network:
                 s.shape != params.shape or s.dtype != net.dtype for s in net.optimizer.state):
             raise ValueError(f"{path!r}: optimizer state does not match the parameters")
         return net, fields
+
+
+class _EarlyStopping:
+    """Tracks val_loss; keeps a copy of the best parameters."""
+
+    def __init__(self, patience, min_delta, params):
+        self.patience, self.min_delta = patience, min_delta
+        self.best_loss, self.best_epoch, self.wait = np.inf, 0, 0
+        self.best_params = params.copy()
+
+    def update(self, epoch, loss, params):
+        """Record an epoch; True when training should stop."""
+        if loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch, self.wait = loss, epoch, 0
+            self.best_params[:] = params
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+    def replay(self, history, best_params):
+        """Rebuild the monitor's state from a resumed run's history."""
+        for record in history.records:
+            if record["val_loss"] < self.best_loss - self.min_delta:
+                self.best_loss, self.best_epoch, self.wait = record["val_loss"], record["epoch"], 0
+            else:
+                self.wait += 1
+        if best_params is not None:
+            self.best_params[:] = best_params
 
 
 def format_record(record, epochs=None):

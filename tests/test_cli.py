@@ -129,3 +129,32 @@ def test_resume_needs_a_cli_checkpoint(tmp_path):
     Network([784, 10], seed=0).save(model)
     result = run("train", "--resume", str(model))
     assert result.returncode == 2 and "not a checkpoint" in result.stderr
+
+
+def test_preset_best_reaches_target_accuracy(mnist_path):
+    """--preset best: >= 0.985 on MNIST (its wall time is measured in the README,
+    not here: timing belongs in bench/)."""
+    result = run("train", "--data", mnist_path, "--preset", "best")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert "Network([784, 512, 256, 10]" in lines[0]
+    assert len([l for l in lines if l.startswith("epoch ")]) == 15
+    match = re.fullmatch(r"test accuracy: (0\.\d{4})", lines[-1])
+    assert match and float(match.group(1)) >= 0.985, lines[-1]
+
+
+def test_preset_options_can_be_overridden():
+    from cmlp.cli import parse_args
+    args = parse_args(["train", "--preset", "best", "--epochs", "3", "--lr", "0.01"])
+    assert (args.epochs, args.lr, args.hidden, args.optimizer) == (3, 0.01, [512, 256], "adam")
+    assert parse_args(["train"]).hidden == [128, 64]
+
+
+def test_early_stopping_holds_out_training_data(mnist_path):
+    result = run("train", "--data", mnist_path, "--hidden", "32", "--epochs", "40",
+                 "--lr", "0.3", "--early-stopping", "--patience", "2")
+    assert result.returncode == 0, result.stderr
+    epochs = [l for l in result.stdout.splitlines() if l.startswith("epoch ")]
+    assert 3 <= len(epochs) < 40 and all(" val acc " in l for l in epochs)
+    assert re.search(r"kept the weights of epoch \d+ \(best val loss\)", result.stdout)
+    assert re.fullmatch(r"test accuracy: 0\.\d{4}", result.stdout.strip().splitlines()[-1])

@@ -167,3 +167,67 @@ def test_load_checkpoint_rejects_plain_models(tmp_path):
     net.save(tmp_path / "m.npz")
     with pytest.raises(ValueError, match="not a checkpoint"):
         Network.load_checkpoint(tmp_path / "m.npz")
+
+
+def toy_split(n=400, seed=5):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 8)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * rng.standard_normal(n) > 0).astype(int)
+    return X, y
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    X, y = toy_split()
+    h1 = Network([8, 6, 2], seed=2).fit(X, y, epochs=2, validation_split=0.25, verbose=0)
+    h2 = Network([8, 6, 2], seed=2).fit(X, y, epochs=2, validation_split=0.25, verbose=0)
+    assert h1.val_loss == h2.val_loss and "val_accuracy" in h1.keys()
+    # The same split by hand: train on the kept rows, validate on the held-out ones.
+    from cmlp._layout import split_seed
+    order = np.random.default_rng(split_seed(2)).permutation(400)
+    held, kept = np.sort(order[:100]), np.sort(order[100:])
+    net = Network([8, 6, 2], seed=2)
+    h3 = net.fit(X[kept], y[kept], epochs=2, validation_data=(X[held], y[held]), verbose=0)
+    assert h3.val_loss == h1.val_loss and h3.loss == h1.loss
+    with pytest.raises(ValueError, match="not both"):
+        net.fit(X, y, validation_split=0.2, validation_data=(X, y), verbose=0)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        net.fit(X, y, validation_split=1.0, verbose=0)
+
+
+def test_early_stopping_restores_best_weights():
+    X, y = toy_split()
+    net = Network([8, 64, 2], seed=0)
+    history = net.fit(X, y, epochs=200, batch_size=8, lr=0.5, validation_split=0.3,
+                      early_stopping=True, patience=3, verbose=0)
+    assert len(history) < 200                                  # it stopped
+    best = int(np.argmin(history.val_loss)) + 1
+    assert history.best_epoch == best and len(history) == best + 3
+    # The restored weights are the best epoch's: its val_loss, evaluated again.
+    from cmlp._layout import split_seed
+    order = np.random.default_rng(split_seed(0)).permutation(400)
+    held = np.sort(order[:120])
+    assert np.isclose(net.evaluate(X[held], y[held])["loss"], min(history.val_loss), rtol=1e-6)
+    with pytest.raises(ValueError, match="needs validation"):
+        Network([8, 2], seed=0).fit(X, y, early_stopping=True, verbose=0)
+
+
+def test_early_stopping_resumes_exactly(tmp_path):
+    X, y = toy_split()
+    kwargs = dict(epochs=60, batch_size=8, lr=0.5, validation_split=0.3, early_stopping=True,
+                  patience=4, verbose=0)
+    whole = Network([8, 64, 2], seed=1)
+    full = whole.fit(X, y, **kwargs)
+    assert len(full) < 60
+
+    crashed = Network([8, 64, 2], seed=1)
+    stop_at = max(1, len(full) - 3)
+
+    def crash(history):
+        if len(history) == stop_at:
+            raise Stop()
+    with pytest.raises(Stop):
+        crashed.fit(X, y, checkpoint=tmp_path / "c.npz", on_epoch_end=crash, **kwargs)
+    net, fit_kwargs = Network.load_checkpoint(tmp_path / "c.npz")
+    history = net.fit(X, y, **{**fit_kwargs, "verbose": 0})
+    assert history.val_loss == full.val_loss and history.best_epoch == full.best_epoch
+    np.testing.assert_array_equal(net.parameters, whole.parameters)
