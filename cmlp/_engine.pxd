@@ -24,21 +24,16 @@ cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
                             Py_ssize_t m) noexcept nogil
 
-# After forward_pass on the same work/X/m: fills grads with the gradient of
-# the batch-mean loss and returns the loss *sum* over the m rows.
-cdef double backward_pass(floating* grads, floating* work,
-                          const floating* params, const Layout* layout,
-                          const floating* X, const int32_t* labels,
-                          const floating* targets, Py_ssize_t m,
+# After forward_pass on the same work/X/m: the gradient of the batch-mean
+# loss into grads; or, with grads == NULL, the plain-SGD step at rate sgd_lr
+# applied to params in place as it goes (linear_backward_sgd), with no
+# gradient buffer (and nothing changed if the loss is non-finite). Returns
+# the loss *sum* over the m rows.
+cdef double backward_pass(floating* grads, floating* params, floating* work,
+                          const Layout* layout, const floating* X,
+                          const int32_t* labels, const floating* targets,
+                          Py_ssize_t m, floating sgd_lr,
                           Py_ssize_t* n_correct) noexcept nogil
-
-# Same as backward_pass, but applies the plain-SGD step in place as it goes
-# (linear_backward_sgd): no gradient buffer. Returns the loss sum.
-cdef double backward_sgd_pass(floating* params, floating* work,
-                              const Layout* layout, const floating* X,
-                              const int32_t* labels, const floating* targets,
-                              floating lr, Py_ssize_t m,
-                              Py_ssize_t* n_correct) noexcept nogil
 
 # 1 if all n values are finite (no NaN, no inf), else 0.
 cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil

@@ -12,7 +12,7 @@ Design
 * `train_epoch` runs a whole epoch inside one `with nogil:` block: gather the
   shuffled mini-batch into a preallocated buffer (at batch 1, point at the
   row instead), forward, then backward with the SGD step fused in
-  (backward_sgd_pass) for plain SGD; any other optimizer, or weight decay,
+  (backward_pass without a gradient buffer) for plain SGD; any other optimizer, or weight decay,
   runs backward into the gradient buffer and then one fused optimizer step
   over the flat buffer (cmlp._optim). No Python, no allocation per batch. A non-finite loss
   stops the epoch and is raised as ValueError after the GIL is taken back.
@@ -97,10 +97,10 @@ cdef floating* forward_pass(floating* work, const floating* params,
     return <floating*> a_prev
 
 
-cdef double backward_pass(floating* grads, floating* work,
-                          const floating* params, const Layout* layout,
-                          const floating* X, const int32_t* labels,
-                          const floating* targets, Py_ssize_t m,
+cdef double backward_pass(floating* grads, floating* params, floating* work,
+                          const Layout* layout, const floating* X,
+                          const int32_t* labels, const floating* targets,
+                          Py_ssize_t m, floating sgd_lr,
                           Py_ssize_t* n_correct) noexcept nogil:
     cdef Py_ssize_t l, L = layout.n_layers
     cdef Py_ssize_t k = layout.sizes[L]
@@ -115,6 +115,8 @@ cdef double backward_pass(floating* grads, floating* work,
     else:
         loss = mse_backward(dz, out, targets, m, k)
         n_correct[0] = 0
+    if grads == NULL and not isfinite(loss):
+        return loss            # fused SGD: leave the parameters as they are
     for l in range(L - 1, -1, -1):
         # a_prev is this layer's input: X, or the previous layer's output,
         # which sits just below `out` in the workspace.
@@ -123,49 +125,15 @@ cdef double backward_pass(floating* grads, floating* work,
         else:
             out -= m * layout.sizes[l]
             a_prev = out
-        linear_backward(spare if l > 0 else NULL,
-                        grads + layout.w_offsets[l], grads + layout.b_offsets[l],
-                        dz, a_prev, params + layout.w_offsets[l],
-                        m, layout.sizes[l], layout.sizes[l + 1])
-        if l > 0:
-            activation_backward(layout.activations[l - 1], spare, a_prev,
-                                spare, m * layout.sizes[l])
-            swap = dz
-            dz = spare
-            spare = swap
-    return loss
-
-
-# The unused one of labels/targets is passed empty; its pointer is NULL.
-cdef double backward_sgd_pass(floating* params, floating* work,
-                              const Layout* layout, const floating* X,
-                              const int32_t* labels, const floating* targets,
-                              floating lr, Py_ssize_t m,
-                              Py_ssize_t* n_correct) noexcept nogil:
-    cdef Py_ssize_t l, L = layout.n_layers
-    cdef Py_ssize_t k = layout.sizes[L]
-    cdef floating* out = work + m * (layout.act_width - k)     # a_L
-    cdef floating* dz = work + m * layout.act_width
-    cdef floating* spare = dz + m * layout.max_width
-    cdef floating* swap
-    cdef floating* a_prev
-    cdef double loss
-    if layout.output == OUT_SOFTMAX:
-        loss = softmax_xent_backward(dz, out, labels, m, k, n_correct)
-    else:
-        loss = mse_backward(dz, out, targets, m, k)
-        n_correct[0] = 0
-    if not isfinite(loss):
-        return loss            # leave the parameters as they are
-    for l in range(L - 1, -1, -1):
-        if l == 0:
-            a_prev = <floating*> X
+        if grads == NULL:
+            linear_backward_sgd(spare if l > 0 else NULL,
+                                params + layout.w_offsets[l],
+                                params + layout.b_offsets[l], dz, a_prev, sgd_lr,
+                                m, layout.sizes[l], layout.sizes[l + 1])
         else:
-            out -= m * layout.sizes[l]
-            a_prev = out
-        linear_backward_sgd(spare if l > 0 else NULL,
-                            params + layout.w_offsets[l],
-                            params + layout.b_offsets[l], dz, a_prev, lr,
+            linear_backward(spare if l > 0 else NULL,
+                            grads + layout.w_offsets[l], grads + layout.b_offsets[l],
+                            dz, a_prev, params + layout.w_offsets[l],
                             m, layout.sizes[l], layout.sizes[l + 1])
         if l > 0:
             activation_backward(layout.activations[l - 1], spare, a_prev,
@@ -205,6 +173,7 @@ def is_finite(const floating[:, ::1] X):
     return finite
 
 
+# The unused one of labels/targets is passed empty; its pointer is NULL.
 cdef inline const int32_t* _labels_ptr(const int32_t[::1] labels):
     return &labels[0] if labels.shape[0] > 0 else NULL
 
@@ -304,8 +273,9 @@ def loss_and_gradients(const floating[::1] params, floating[::1] grads,
     cdef double loss
     with nogil:
         forward_pass(&work[0, 0], &params[0], &layout.c, &X[0, 0], m)
-        loss = backward_pass(&grads[0], &work[0, 0], &params[0], &layout.c,
-                             &X[0, 0], lab, tgt, m, &correct)
+        # With a gradient buffer, backward_pass only reads params.
+        loss = backward_pass(&grads[0], <floating*> &params[0], &work[0, 0], &layout.c,
+                             &X[0, 0], lab, tgt, m, 0, &correct)
     return loss, correct
 
 
@@ -389,12 +359,8 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
                         memcpy(&batch_targets[i, 0], &targets[row, 0],
                                k * sizeof(floating))
             forward_pass(&work[0, 0], &params[0], &layout.c, x, m)
-            if fused:
-                loss = backward_sgd_pass(&params[0], &work[0, 0], &layout.c, x,
-                                         lab, tgt, f_lr, m, &hits)
-            else:
-                loss = backward_pass(&grads[0], &work[0, 0], &params[0], &layout.c,
-                                     x, lab, tgt, m, &hits)
+            loss = backward_pass(NULL if fused else &grads[0], &params[0], &work[0, 0],
+                                 &layout.c, x, lab, tgt, m, f_lr, &hits)
             if not isfinite(loss):
                 finite = False
                 break

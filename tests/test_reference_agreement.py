@@ -16,6 +16,15 @@ SIZES = [13, 16, 8, 5]
 CASES = list(itertools.product(ACTIVATIONS, OUTPUTS, DTYPES))
 
 
+def assert_tracks(history, ref_losses, net, ref, dtype):
+    """Training losses and final parameters agree; tolerances grow with the
+    number of steps, hence 100x the one-step tolerance."""
+    for got, want in zip(history.loss, ref_losses):
+        assert_close(got, want, dtype, factor=100)
+    for a, b in zip(net.weights + net.biases, ref.weights + ref.biases):
+        assert_close(a, b, dtype, factor=100)
+
+
 def data(output, n=40, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, SIZES[0]))
@@ -85,12 +94,7 @@ def test_training_tracks_reference(dtype, output):
     net, ref = pair("tanh", output, dtype, seed=21)
     X, y = data(output, n=203, seed=9)
     history = net.fit(X, y, epochs=4, batch_size=16, lr=0.05, verbose=0)
-    ref_losses = ref.fit(X, y, epochs=4, batch_size=16, lr=0.05)
-    # Tolerances grow with the number of steps (4 epochs x 13 batches).
-    for got, want in zip(history.loss, ref_losses):
-        assert_close(got, want, dtype, factor=100)
-    for a, b in zip(net.weights + net.biases, ref.weights + ref.biases):
-        assert_close(a, b, dtype, factor=100)
+    assert_tracks(history, ref.fit(X, y, epochs=4, batch_size=16, lr=0.05), net, ref, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -101,8 +105,4 @@ def test_online_sgd_batch_1_tracks_reference(dtype, activation):
     X, y = data("softmax", n=60, seed=2)
     X[np.random.default_rng(0).random(X.shape) < 0.5] = 0
     history = net.fit(X, y, epochs=2, batch_size=1, lr=0.02, verbose=0)
-    ref_losses = ref.fit(X, y, epochs=2, batch_size=1, lr=0.02)
-    for got, want in zip(history.loss, ref_losses):
-        assert_close(got, want, dtype, factor=100)
-    for a, b in zip(net.weights + net.biases, ref.weights + ref.biases):
-        assert_close(a, b, dtype, factor=100)
+    assert_tracks(history, ref.fit(X, y, epochs=2, batch_size=1, lr=0.02), net, ref, dtype)
