@@ -18,7 +18,7 @@ Design
   stops the epoch and is raised as ValueError after the GIL is taken back.
 * `forward` and `evaluate` allocate their own scratch per call (malloc) and
   touch no shared mutable state, so threads may share one network. Inputs
-  are processed in chunks of PREDICT_CHUNK rows.
+  are processed in chunks of CHUNK rows.
 * `forward` checks its input for NaN/inf in C before computing: the check is
   part of the Python boundary, done here only because a NumPy isfinite pass
   costs more than the whole one-sample forward it guards.
@@ -46,7 +46,6 @@ cdef enum:
     CHUNK = 1024
     # Multiply-adds below which forward keeps the GIL (~50 us of work).
     GIL_RELEASE_WORK = 1 << 19
-PREDICT_CHUNK = CHUNK
 
 
 cdef class NetLayout:
