@@ -154,9 +154,8 @@ def train(args):
               f"train acc {r['accuracy']:.4f}  {held_out} acc {r['val_accuracy']:.4f}  "
               f"lr {r['lr']:.3g}  {r['seconds']:.2f}s", flush=True)
 
+    cli = {**{name: getattr(args, name) for name in RUN_OPTIONS}, "data": args.data}
     if fit_kwargs is None:
-        cli = {name: getattr(args, name) for name in RUN_OPTIONS}
-        cli["data"] = args.data
         fit_kwargs = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           optimizer=args.optimizer, momentum=args.momentum,
                           weight_decay=args.weight_decay, schedule=args.schedule,
@@ -165,8 +164,7 @@ def train(args):
                           checkpoint=args.checkpoint, checkpoint_metadata={"cli": cli})
     else:
         fit_kwargs["checkpoint"] = args.checkpoint
-        fit_kwargs["checkpoint_metadata"] = {"cli": {**{n: getattr(args, n) for n in RUN_OPTIONS},
-                                                     "data": args.data}}
+        fit_kwargs["checkpoint_metadata"] = {"cli": cli}
         print(f"resuming {args.resume} after epoch {fit_kwargs['initial_epoch']}", flush=True)
     validation = None if args.early_stopping else (scale(X_test), y_test)
     history = net.fit(scale(X_train), y_train, validation_data=validation, verbose=0,

@@ -293,7 +293,8 @@ class Network:
         stopper = _EarlyStopping(patience, min_delta, self._parameters) if early_stopping else None
         if stopper is not None and history.records:      # resuming: replay the monitor
             stopper.replay(history, self._resume_best)
-        for epoch in range(initial_epoch + 1, epochs + 1):
+        last = initial_epoch if stopper is not None and stopper.stopped else epochs
+        for epoch in range(initial_epoch + 1, last + 1):
             rate = schedule(epoch - 1, epochs, opt.lr)
             start = time.perf_counter()
             if shuffle:
@@ -467,22 +468,25 @@ class _EarlyStopping:
         self.best_loss, self.best_epoch, self.wait = np.inf, 0, 0
         self.best_params = params.copy()
 
-    def update(self, epoch, loss, params):
-        """Record an epoch; True when training should stop."""
+    @property
+    def stopped(self):
+        return self.wait >= self.patience
+
+    def update(self, epoch, loss, params=None):
+        """Record an epoch (copying params if it is the best); True when
+        training should stop."""
         if loss < self.best_loss - self.min_delta:
             self.best_loss, self.best_epoch, self.wait = loss, epoch, 0
-            self.best_params[:] = params
-            return False
-        self.wait += 1
-        return self.wait >= self.patience
+            if params is not None:
+                self.best_params[:] = params
+        else:
+            self.wait += 1
+        return self.stopped
 
     def replay(self, history, best_params):
         """Rebuild the monitor's state from a resumed run's history."""
         for record in history.records:
-            if record["val_loss"] < self.best_loss - self.min_delta:
-                self.best_loss, self.best_epoch, self.wait = record["val_loss"], record["epoch"], 0
-            else:
-                self.wait += 1
+            self.update(record["epoch"], record["val_loss"])
         if best_params is not None:
             self.best_params[:] = best_params
 

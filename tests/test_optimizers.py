@@ -231,3 +231,15 @@ def test_early_stopping_resumes_exactly(tmp_path):
     history = net.fit(X, y, **{**fit_kwargs, "verbose": 0})
     assert history.val_loss == full.val_loss and history.best_epoch == full.best_epoch
     np.testing.assert_array_equal(net.parameters, whole.parameters)
+
+
+def test_resuming_a_run_that_already_stopped_trains_no_further(tmp_path):
+    X, y = toy_split()
+    net = Network([8, 64, 2], seed=1)
+    history = net.fit(X, y, epochs=60, batch_size=8, lr=0.5, validation_split=0.3,
+                      early_stopping=True, patience=2, checkpoint=tmp_path / "c.npz", verbose=0)
+    assert len(history) < 60
+    resumed, fit_kwargs = Network.load_checkpoint(tmp_path / "c.npz")
+    again = resumed.fit(X, y, **{**fit_kwargs, "verbose": 0})
+    assert len(again) == len(history) and again.best_epoch == history.best_epoch
+    np.testing.assert_array_equal(resumed.parameters, net.parameters)
