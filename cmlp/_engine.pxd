@@ -1,7 +1,7 @@
 # Whole-network passes over one flat parameter buffer (see _engine.pyx).
 
 from cython cimport floating
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint64_t
 
 # Where each layer lives in the flat buffers. Layer l maps width sizes[l] to
 # sizes[l + 1]; its W (sizes[l], sizes[l+1]) starts at w_offsets[l] and its
@@ -13,27 +13,42 @@ cdef struct Layout:
     const Py_ssize_t* w_offsets    # (n_layers)
     const Py_ssize_t* b_offsets    # (n_layers)
     const int32_t* activations     # (n_layers); the last is ACT_IDENTITY
-    int output                     # OUT_SOFTMAX or OUT_IDENTITY
+    const double* dropout          # (n_layers): drop rate after each layer; the last is 0
+    int output                     # OUT_SOFTMAX, OUT_IDENTITY or OUT_SIGMOID
     Py_ssize_t n_params
     Py_ssize_t act_width           # sum(sizes[1:]): activations kept per row
+    Py_ssize_t hidden_width        # sum(sizes[1:-1]): hidden units per row
     Py_ssize_t max_width           # max(sizes[1:]): one delta buffer per row
 
-# work (m * (act_width + 2 * max_width)): a_1 .. a_L, then two delta buffers.
-# Returns a pointer to the raw outputs a_L (m, sizes[n_layers]) inside work.
+# The workspace of m rows, work (m * work_per_row), work_per_row =
+# act_width + 2 * hidden_width + 2 * max_width, holds in turn:
+#   slots  (m * act_width)     layer l's activation a_l, or z_l for a gelu
+#                              layer (the input its derivative needs); the
+#                              raw outputs last
+#   next   (m * hidden_width)  what hidden layer l hands on when that is not
+#                              its slot: gelu(z_l), and/or a_l after dropout
+#   masks  (m * hidden_width)  the dropout factors of hidden layer l
+#   two delta buffers (m * max_width each)
+# Hidden layer l's part of each region starts at m * sum(sizes[1:l+1]).
+#
+# train: apply dropout (layout.dropout) with masks drawn from dropout_key at
+# step `step`; otherwise the deterministic (predict) pass.
+# Returns a pointer to the raw outputs (m, sizes[n_layers]) inside work.
 cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
-                            Py_ssize_t m) noexcept nogil
+                            Py_ssize_t m, bint train, uint64_t dropout_key,
+                            uint64_t step) noexcept nogil
 
-# After forward_pass on the same work/X/m: the gradient of the batch-mean
-# loss into grads; or, with grads == NULL, the plain-SGD step at rate sgd_lr
-# applied to params in place as it goes (linear_backward_sgd), with no
-# gradient buffer (and nothing changed if the loss is non-finite). Returns
-# the loss *sum* over the m rows.
+# After forward_pass on the same work/X/m/train: the gradient of the loss's
+# (weighted) batch mean into grads; or, with grads == NULL, the plain-SGD
+# step at rate sgd_lr applied to params in place as it goes
+# (linear_backward_sgd), with no gradient buffer (and nothing changed if the
+# loss is non-finite). weights (m) or NULL. Returns the (weighted) loss *sum*.
 cdef double backward_pass(floating* grads, floating* params, floating* work,
                           const Layout* layout, const floating* X,
                           const int32_t* labels, const floating* targets,
-                          Py_ssize_t m, floating sgd_lr,
-                          Py_ssize_t* n_correct) noexcept nogil
+                          const floating* weights, Py_ssize_t m, bint train,
+                          floating sgd_lr, Py_ssize_t* n_correct) noexcept nogil
 
 # 1 if all n values are finite (no NaN, no inf), else 0.
 cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil
@@ -41,4 +56,4 @@ cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil
 
 cdef class NetLayout:
     cdef Layout c
-    cdef readonly object sizes, w_offsets, b_offsets, activations
+    cdef readonly object sizes, w_offsets, b_offsets, activations, dropout

@@ -5,10 +5,14 @@ Design
 * All parameters live in ONE contiguous buffer (per layer: W then b); the
   gradients in a second buffer with the same layout (llm.c style). The
   Python Network hands out NumPy views into them.
-* A workspace of m * (act_width + 2 * max_width) values holds every layer's
-  activation a_l (the forward output, from which each activation's
-  derivative is computed) and two ping-pong delta buffers. The Network
-  allocates it once per batch size and reuses it.
+* A workspace of m * work_per_row values (layout in _engine.pxd) holds
+  every layer's activation (or z, for gelu: what its derivative needs),
+  what each hidden layer hands on when that differs (gelu's output, the
+  dropped-out activation), the dropout masks and two ping-pong delta
+  buffers. The Network allocates it once per run and reuses it.
+* Dropout masks are a function of (key, batch counter, layer) alone (see
+  _kernels.dropout_forward): no generator state to save, and a resumed run
+  draws exactly the masks the uninterrupted one would have.
 * `train_epoch` runs a whole epoch inside one `with nogil:` block: gather the
   shuffled mini-batch into a preallocated buffer (at batch 1, point at the
   row instead), forward, then backward with the SGD step fused in
@@ -31,8 +35,10 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from cmlp._kernels cimport (
-    OUT_SOFTMAX, activation_backward, activation_forward, linear_backward,
-    linear_backward_sgd, linear_forward, mse_backward, mse_loss, sgd_update,
+    ACT_GELU, OUT_IDENTITY, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
+    activation_forward, dropout_backward, dropout_forward, dropout_seed,
+    linear_backward, linear_backward_sgd, linear_forward, mse_backward, mse_loss,
+    sgd_update, sigmoid_bce_backward, sigmoid_bce_loss, sigmoid_forward,
     softmax_forward, softmax_xent_backward, softmax_xent_loss,
 )
 from cmlp._optim cimport (
@@ -56,15 +62,16 @@ cdef class NetLayout:
 
     def __init__(self, const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] w_offsets,
                  const Py_ssize_t[::1] b_offsets, const int32_t[::1] activations,
-                 int output, Py_ssize_t n_params):
+                 const double[::1] dropout, int output, Py_ssize_t n_params):
         self.sizes, self.w_offsets = sizes, w_offsets
-        self.b_offsets, self.activations = b_offsets, activations
+        self.b_offsets, self.activations, self.dropout = b_offsets, activations, dropout
         cdef Py_ssize_t l
         self.c.n_layers = sizes.shape[0] - 1
         self.c.sizes = &sizes[0]
         self.c.w_offsets = &w_offsets[0]
         self.c.b_offsets = &b_offsets[0]
         self.c.activations = &activations[0]
+        self.c.dropout = &dropout[0]
         self.c.output = output
         self.c.n_params = n_params
         self.c.act_width = 0
@@ -72,58 +79,99 @@ cdef class NetLayout:
         for l in range(1, sizes.shape[0]):
             self.c.act_width += sizes[l]
             self.c.max_width = max(self.c.max_width, sizes[l])
+        self.c.hidden_width = self.c.act_width - sizes[sizes.shape[0] - 1]
 
     @property
     def work_per_row(self):
         """Workspace values needed per batch row."""
-        return self.c.act_width + 2 * self.c.max_width
+        return _work_per_row(&self.c)
+
+
+cdef inline Py_ssize_t _work_per_row(const Layout* layout) noexcept nogil:
+    return layout.act_width + 2 * layout.hidden_width + 2 * layout.max_width
+
+
+cdef inline bint _hands_on_next(const Layout* layout, Py_ssize_t l, bint train) noexcept nogil:
+    # Whether hidden layer l passes on its `next` buffer rather than its slot.
+    return layout.activations[l] == ACT_GELU or (train and layout.dropout[l] > 0)
 
 
 cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
-                            Py_ssize_t m) noexcept nogil:
-    cdef Py_ssize_t l, n_in, n_out
+                            Py_ssize_t m, bint train, uint64_t dropout_key,
+                            uint64_t step) noexcept nogil:
+    cdef Py_ssize_t l, n_in, n_out, offset = 0, L = layout.n_layers
     cdef const floating* a_prev = X
-    cdef floating* a = work
-    for l in range(layout.n_layers):
+    cdef floating* slot = work
+    cdef floating* next_ = work
+    cdef floating* mask
+    for l in range(L):
         n_in = layout.sizes[l]
         n_out = layout.sizes[l + 1]
-        linear_forward(a, a_prev, params + layout.w_offsets[l],
+        slot = work + m * offset
+        linear_forward(slot, a_prev, params + layout.w_offsets[l],
                        params + layout.b_offsets[l], m, n_in, n_out)
-        activation_forward(layout.activations[l], a, a, m * n_out)
-        a_prev = a
-        a += m * n_out
-    return <floating*> a_prev
+        if l == L - 1:
+            break                             # raw outputs: the loss takes the logits
+        if _hands_on_next(layout, l, train):
+            next_ = work + m * (layout.act_width + offset)
+            # gelu keeps z in the slot for its derivative; the others keep a.
+            if layout.activations[l] == ACT_GELU:
+                activation_forward(layout.activations[l], next_, slot, m * n_out)
+                a_prev = next_
+            else:
+                activation_forward(layout.activations[l], slot, slot, m * n_out)
+                a_prev = slot
+            if train and layout.dropout[l] > 0:
+                mask = work + m * (layout.act_width + layout.hidden_width + offset)
+                dropout_forward(next_, mask, a_prev, layout.dropout[l],
+                                dropout_seed(dropout_key, step, l), m * n_out)
+                a_prev = next_
+        else:
+            activation_forward(layout.activations[l], slot, slot, m * n_out)
+            a_prev = slot
+        offset += n_out
+    return slot
 
 
 cdef double backward_pass(floating* grads, floating* params, floating* work,
                           const Layout* layout, const floating* X,
                           const int32_t* labels, const floating* targets,
-                          Py_ssize_t m, floating sgd_lr,
-                          Py_ssize_t* n_correct) noexcept nogil:
-    cdef Py_ssize_t l, L = layout.n_layers
+                          const floating* weights, Py_ssize_t m, bint train,
+                          floating sgd_lr, Py_ssize_t* n_correct) noexcept nogil:
+    cdef Py_ssize_t l, L = layout.n_layers, n
     cdef Py_ssize_t k = layout.sizes[L]
-    cdef floating* out = work + m * (layout.act_width - k)     # a_L
-    cdef floating* dz = work + m * layout.act_width
+    # offset: where the slot of layer l - 1 (this layer's input) starts.
+    cdef Py_ssize_t offset = layout.act_width - k
+    cdef floating* out = work + m * offset                       # raw outputs
+    cdef floating* dz = work + m * _work_per_row(layout) - 2 * m * layout.max_width
     cdef floating* spare = dz + m * layout.max_width
     cdef floating* swap
-    cdef floating* a_prev
+    cdef floating* slot
+    cdef const floating* a_prev
     cdef double loss
     if layout.output == OUT_SOFTMAX:
-        loss = softmax_xent_backward(dz, out, labels, m, k, n_correct)
+        loss = softmax_xent_backward(dz, out, labels, weights, m, k, n_correct)
+    elif layout.output == OUT_SIGMOID:
+        loss = sigmoid_bce_backward(dz, out, targets, weights, m, k, n_correct)
     else:
-        loss = mse_backward(dz, out, targets, m, k)
+        loss = mse_backward(dz, out, targets, weights, m, k)
         n_correct[0] = 0
     if grads == NULL and not isfinite(loss):
         return loss            # fused SGD: leave the parameters as they are
     for l in range(L - 1, -1, -1):
-        # a_prev is this layer's input: X, or the previous layer's output,
-        # which sits just below `out` in the workspace.
+        # a_prev is this layer's input: X, or what layer l - 1 handed on.
+        slot = NULL
         if l == 0:
-            a_prev = <floating*> X
+            a_prev = X
         else:
-            out -= m * layout.sizes[l]
-            a_prev = out
+            n = layout.sizes[l]
+            offset -= n
+            slot = work + m * offset
+            if _hands_on_next(layout, l - 1, train):
+                a_prev = work + m * (layout.act_width + offset)
+            else:
+                a_prev = slot
         if grads == NULL:
             linear_backward_sgd(spare if l > 0 else NULL,
                                 params + layout.w_offsets[l],
@@ -135,8 +183,10 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
                             dz, a_prev, params + layout.w_offsets[l],
                             m, layout.sizes[l], layout.sizes[l + 1])
         if l > 0:
-            activation_backward(layout.activations[l - 1], spare, a_prev,
-                                spare, m * layout.sizes[l])
+            if train and layout.dropout[l - 1] > 0:
+                dropout_backward(spare, work + m * (layout.act_width + layout.hidden_width
+                                                    + offset), spare, m * n)
+            activation_backward(layout.activations[l - 1], spare, slot, spare, m * n)
             swap = dz
             dz = spare
             spare = swap
@@ -172,13 +222,22 @@ def is_finite(const floating[:, ::1] X):
     return finite
 
 
-# The unused one of labels/targets is passed empty; its pointer is NULL.
+# The unused one of labels/targets (and absent weights) is passed empty;
+# its pointer is NULL.
 cdef inline const int32_t* _labels_ptr(const int32_t[::1] labels):
     return &labels[0] if labels.shape[0] > 0 else NULL
 
 
 cdef inline const floating* _targets_ptr(const floating[:, ::1] targets):
     return &targets[0, 0] if targets.shape[0] > 0 else NULL
+
+
+cdef inline const floating* _weights_ptr(const floating[::1] weights):
+    return &weights[0] if weights.shape[0] > 0 else NULL
+
+
+cdef void* _scratch(const Layout* layout, Py_ssize_t rows, size_t itemsize) noexcept nogil:
+    return malloc(rows * _work_per_row(layout) * itemsize)
 
 
 cdef bint _forward_rows(floating* work, const floating* params,
@@ -193,9 +252,11 @@ cdef bint _forward_rows(floating* work, const floating* params,
         # Checked chunk by chunk, so the rows are still in cache for the gemm.
         if not all_finite(X + start * d, m * d):
             return False
-        raw = forward_pass(work, params, layout, X + start * d, m)
+        raw = forward_pass(work, params, layout, X + start * d, m, False, 0, 0)
         if layout.output == OUT_SOFTMAX:
             softmax_forward(out + start * k, raw, m, k)
+        elif layout.output == OUT_SIGMOID:
+            sigmoid_forward(out + start * k, raw, m * k)
         else:
             memcpy(out + start * k, raw, m * k * sizeof(floating))
         start += m
@@ -214,8 +275,7 @@ def forward(const floating[::1] params, NetLayout layout,
     """
     cdef Py_ssize_t n = X.shape[0], chunk = min(n, CHUNK)
     cdef bint finite
-    cdef floating* work = <floating*> malloc(
-        chunk * (layout.c.act_width + 2 * layout.c.max_width) * sizeof(floating))
+    cdef floating* work = <floating*> _scratch(&layout.c, chunk, sizeof(floating))
     if work == NULL:
         raise MemoryError()
     if n * layout.c.n_params >= GIL_RELEASE_WORK:
@@ -227,30 +287,42 @@ def forward(const floating[::1] params, NetLayout layout,
     return finite
 
 
+cdef double _loss_sum(const Layout* layout, const floating* raw, const int32_t* labels,
+                      const floating* targets, const floating* weights, Py_ssize_t m,
+                      Py_ssize_t* hits) noexcept nogil:
+    cdef Py_ssize_t k = layout.sizes[layout.n_layers]
+    if layout.output == OUT_SOFTMAX:
+        return softmax_xent_loss(raw, labels, weights, m, k, hits)
+    if layout.output == OUT_SIGMOID:
+        return sigmoid_bce_loss(raw, targets, weights, m, k, hits)
+    hits[0] = 0
+    return mse_loss(raw, targets, weights, m, k)
+
+
 def evaluate(const floating[::1] params, NetLayout layout,
              const floating[:, ::1] X,          # IN (n, sizes[0])
              const int32_t[::1] labels,         # IN (n) for softmax, else (0)
-             const floating[:, ::1] targets):   # IN (n, k) for identity, else (0, k)
-    """Return (loss sum, number of correct argmax predictions) over X."""
+             const floating[:, ::1] targets,    # IN (n, k) for identity/sigmoid, else (0, k)
+             const floating[::1] weights):      # IN (n) sample weights, or (0)
+    """Return (weighted loss sum, number of rows predicted right) over X."""
     cdef Py_ssize_t n = X.shape[0], k = layout.c.sizes[layout.c.n_layers]
     cdef Py_ssize_t chunk = min(n, CHUNK), start = 0, m, correct = 0, hits = 0
     cdef const int32_t* lab = _labels_ptr(labels)
     cdef const floating* tgt = _targets_ptr(targets)
+    cdef const floating* w = _weights_ptr(weights)
     cdef floating* raw
     cdef double loss = 0
-    cdef floating* work = <floating*> malloc(
-        chunk * (layout.c.act_width + 2 * layout.c.max_width) * sizeof(floating))
+    cdef floating* work = <floating*> _scratch(&layout.c, chunk, sizeof(floating))
     if work == NULL:
         raise MemoryError()
     with nogil:
         while start < n:
             m = min(chunk, n - start)
-            raw = forward_pass(work, &params[0], &layout.c, &X[start, 0], m)
-            if layout.c.output == OUT_SOFTMAX:
-                loss += softmax_xent_loss(raw, lab + start, m, k, &hits)
-                correct += hits
-            else:
-                loss += mse_loss(raw, tgt + start * k, m, k)
+            raw = forward_pass(work, &params[0], &layout.c, &X[start, 0], m, False, 0, 0)
+            loss += _loss_sum(&layout.c, raw, lab + start if lab != NULL else NULL,
+                              tgt + start * k if tgt != NULL else NULL,
+                              w + start if w != NULL else NULL, m, &hits)
+            correct += hits
             start += m
         free(work)
     return loss, correct
@@ -261,20 +333,26 @@ def loss_and_gradients(const floating[::1] params, floating[::1] grads,
                        const floating[:, ::1] X,        # IN (m, sizes[0])
                        const int32_t[::1] labels,       # IN (m) or (0)
                        const floating[:, ::1] targets,  # IN (m, k) or (0, k)
-                       floating[:, ::1] work):          # scratch (m, work_per_row)
-    """Gradient of the mean loss over all m rows of X into `grads`.
+                       const floating[::1] weights,     # IN (m) or (0)
+                       floating[:, ::1] work,           # scratch (m, work_per_row)
+                       bint train=False, unsigned long long dropout_key=0,
+                       unsigned long long step=0):
+    """Gradient of the (weighted) mean loss over all m rows of X into `grads`.
 
-    Returns (loss sum, number correct).
+    With train, dropout is applied with the masks of training step `step`
+    (as train_epoch would draw them); otherwise the pass is deterministic.
+    Returns (weighted loss sum, number correct).
     """
     cdef Py_ssize_t m = X.shape[0], correct = 0
     cdef const int32_t* lab = _labels_ptr(labels)
     cdef const floating* tgt = _targets_ptr(targets)
+    cdef const floating* w = _weights_ptr(weights)
     cdef double loss
     with nogil:
-        forward_pass(&work[0, 0], &params[0], &layout.c, &X[0, 0], m)
+        forward_pass(&work[0, 0], &params[0], &layout.c, &X[0, 0], m, train, dropout_key, step)
         # With a gradient buffer, backward_pass only reads params.
         loss = backward_pass(&grads[0], <floating*> &params[0], &work[0, 0], &layout.c,
-                             &X[0, 0], lab, tgt, m, 0, &correct)
+                             &X[0, 0], lab, tgt, w, m, train, 0, &correct)
     return loss, correct
 
 
@@ -301,22 +379,30 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
                 const floating[:, ::1] X,         # IN (n, sizes[0])
                 const int32_t[::1] labels,        # IN (n) or (0)
                 const floating[:, ::1] targets,   # IN (n, k) or (0, k)
-                const Py_ssize_t[::1] order,      # IN (n) row visiting order
+                const floating[::1] weights,      # IN (n) sample weights, or (0)
+                const Py_ssize_t[::1] order,      # IN (n') rows to visit, in order
                 floating[:, ::1] work,            # scratch (batch, work_per_row)
                 floating[:, ::1] batch_X,         # scratch (batch, sizes[0])
                 int32_t[::1] batch_labels,        # scratch (batch) or (0)
                 floating[:, ::1] batch_targets,   # scratch (batch, k) or (0, k)
+                floating[::1] batch_weights,      # scratch (batch) or (0)
+                unsigned long long dropout_key,
+                unsigned long long batches_done,  # dropout step counter
                 int optimizer, double lr, double momentum, double beta1,
                 double beta2, double eps, double weight_decay,
                 long long step,                   # optimizer steps taken so far
                 floating[::1] state1,             # INOUT (n_params) or (0): velocity / Adam m
                 floating[::1] state2):            # INOUT (n_params) or (0): Adam v
-    """One epoch of mini-batch training over X in the given order, updating
-    params (and the optimizer state) in place.
+    """One epoch (or a run of whole batches of one) of mini-batch training
+    over the rows of X listed in `order`, updating params (and the optimizer
+    state) in place.
 
-    The batch size is work.shape[0]; the last batch may be smaller. Returns
-    (loss sum, number correct, rows seen, optimizer steps so far), each loss
-    measured before its batch's update. Raises ValueError if a batch loss is
+    The batch size is work.shape[0]; the last batch may be smaller. Batch t
+    (counting every batch the network has trained, batches_done before this
+    call) draws its dropout masks from dropout_seed(dropout_key, t, layer).
+    Returns (weighted loss sum, weight sum, number correct, rows seen,
+    optimizer steps so far, batches done so far), each loss measured before
+    its batch's update, with dropout. Raises ValueError if a batch loss is
     non-finite; that batch's update is not applied.
     """
     cdef Py_ssize_t n = order.shape[0], d = X.shape[1]
@@ -326,7 +412,8 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
     cdef bint softmax = layout.c.output == OUT_SOFTMAX
     cdef bint fused = optimizer == OPT_SGD and weight_decay == 0
     cdef bint finite = True
-    cdef double loss, total = 0
+    cdef double loss, total = 0, weight_total = 0
+    cdef bint weighted = weights.shape[0] > 0
     cdef floating f_lr = <floating> lr, f_momentum = <floating> momentum
     cdef floating f_beta1 = <floating> beta1, f_beta2 = <floating> beta2
     cdef floating f_eps = <floating> eps, f_decay = <floating> weight_decay
@@ -336,6 +423,8 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
     cdef const floating* all_targets = _targets_ptr(targets)
     cdef const int32_t* lab = _labels_ptr(batch_labels)
     cdef const floating* tgt = _targets_ptr(batch_targets)
+    cdef const floating* all_weights = _weights_ptr(weights)
+    cdef const floating* w = _weights_ptr(batch_weights)
     cdef const floating* x = &batch_X[0, 0]
     with nogil:
         while start < n:
@@ -348,6 +437,8 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
                     lab = all_labels + row
                 else:
                     tgt = all_targets + row * k
+                if weighted:
+                    w = all_weights + row
             else:
                 for i in range(m):
                     row = order[start + i]
@@ -357,12 +448,21 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
                     else:
                         memcpy(&batch_targets[i, 0], &targets[row, 0],
                                k * sizeof(floating))
-            forward_pass(&work[0, 0], &params[0], &layout.c, x, m)
+                    if weighted:
+                        batch_weights[i] = weights[row]
+            forward_pass(&work[0, 0], &params[0], &layout.c, x, m, True, dropout_key,
+                         batches_done)
             loss = backward_pass(NULL if fused else &grads[0], &params[0], &work[0, 0],
-                                 &layout.c, x, lab, tgt, m, f_lr, &hits)
+                                 &layout.c, x, lab, tgt, w, m, True, f_lr, &hits)
             if not isfinite(loss):
                 finite = False
                 break
+            batches_done += 1
+            if weighted:
+                for i in range(m):
+                    weight_total += w[i]
+            else:
+                weight_total += m
             step += 1
             if not fused:
                 _optimizer_step(&params[0], &grads[0], s1, s2, &layout.c, optimizer,
@@ -375,4 +475,4 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
         raise ValueError(
             f"the training loss became non-finite after {seen} samples of the "
             "epoch; the learning rate is probably too high for this data")
-    return total, correct, seen, step
+    return total, weight_total, correct, seen, step, batches_done

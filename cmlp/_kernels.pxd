@@ -4,7 +4,7 @@
 # boundary (cmlp.network, cmlp.kernels).
 
 from cython cimport floating
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint64_t
 
 # Activation codes, shared with cmlp/_layout.py (ACTIVATIONS).
 cpdef enum Activation:
@@ -12,11 +12,14 @@ cpdef enum Activation:
     ACT_RELU = 1
     ACT_TANH = 2
     ACT_SIGMOID = 3
+    ACT_LEAKY_RELU = 4  # slope 0.01 for z < 0 (PyTorch's default)
+    ACT_GELU = 5        # exact, z * Phi(z); its derivative needs z, not a
 
 # Output/loss codes, shared with cmlp/_layout.py (OUTPUTS).
 cpdef enum Output:
     OUT_SOFTMAX = 0     # softmax + cross-entropy, integer labels
     OUT_IDENTITY = 1    # identity + 1/(2m) sum of squares, float targets
+    OUT_SIGMOID = 2     # sigmoid + binary cross-entropy, multi-label targets
 
 # z (m, n_out) = a_prev (m, n_in) @ W (n_in, n_out) + b (n_out)
 cdef void linear_forward(floating* z, const floating* a_prev,
@@ -40,8 +43,9 @@ cdef void linear_backward_sgd(floating* da_prev, floating* W, floating* b,
                               Py_ssize_t n_out) noexcept nogil
 
 # Elementwise over n values; a may alias z, dz may alias da. The backward
-# kernels take the forward *output* a: every activation here has its
-# derivative as a function of its output.
+# kernels take the forward *output* a (each of these activations has its
+# derivative as a function of its output), except gelu_backward, which
+# takes the input z.
 cdef void relu_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil
 cdef void relu_backward(floating* dz, const floating* a, const floating* da,
                         Py_ssize_t n) noexcept nogil
@@ -51,36 +55,76 @@ cdef void tanh_backward(floating* dz, const floating* a, const floating* da,
 cdef void sigmoid_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil
 cdef void sigmoid_backward(floating* dz, const floating* a, const floating* da,
                            Py_ssize_t n) noexcept nogil
+cdef void leaky_relu_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil
+cdef void leaky_relu_backward(floating* dz, const floating* a, const floating* da,
+                              Py_ssize_t n) noexcept nogil
+cdef void gelu_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil
+cdef void gelu_backward(floating* dz, const floating* z, const floating* da,
+                        Py_ssize_t n) noexcept nogil
+# Dispatch on an Activation code. For ACT_GELU, activation_backward's
+# `a_or_z` must be z; for every other code, the output a.
 cdef void activation_forward(int activation, floating* a, const floating* z,
                              Py_ssize_t n) noexcept nogil
-cdef void activation_backward(int activation, floating* dz, const floating* a,
+cdef void activation_backward(int activation, floating* dz, const floating* a_or_z,
                               const floating* da, Py_ssize_t n) noexcept nogil
+
+# Inverted dropout over n values: each is kept with probability 1 - rate and
+# then scaled by 1 / (1 - rate), so the expected output equals a and nothing
+# changes at predict time. mask (n) receives the factor (0 or 1 / (1 - rate));
+# out may alias a. The keep decisions are a pure function of (seed, index):
+# value i is dropped when the top 53 bits of the i-th SplitMix64 output of
+# `seed` fall below rate * 2^53 (see dropout_seed).
+cdef void dropout_forward(floating* out, floating* mask, const floating* a,
+                          double rate, uint64_t seed, Py_ssize_t n) noexcept nogil
+# da (n) = dout * mask; da may alias dout.
+cdef void dropout_backward(floating* da, const floating* mask,
+                           const floating* dout, Py_ssize_t n) noexcept nogil
+# The seed of one layer's dropout mask at one training step.
+cdef uint64_t dropout_seed(uint64_t key, uint64_t step, uint64_t layer) noexcept nogil
 
 # p (m, k) = softmax of each row of z (m, k); p may alias z.
 cdef void softmax_forward(floating* p, const floating* z, Py_ssize_t m,
                           Py_ssize_t k) noexcept nogil
 
-# Sum over rows of the cross-entropy of softmax(z) against labels (m),
-# computed stably from the logits z (m, k); counts argmax hits in n_correct.
-cdef double softmax_xent_loss(const floating* z, const int32_t* labels,
-                              Py_ssize_t m, Py_ssize_t k,
-                              Py_ssize_t* n_correct) noexcept nogil
+# Losses. `weights` (m) are per-row sample weights, or NULL for all ones.
+# The *_loss kernels return the weighted loss sum, sum_i w_i * loss_i; the
+# *_backward kernels return the same sum and write the gradient of the
+# weighted mean, sum_i w_i * loss_i / sum_i w_i (= the plain mean over the
+# m rows when weights is NULL), so dz_i = w_i * dloss_i / sum(w). A batch
+# whose weights sum to 0 gets dz = 0. n_correct counts rows predicted right
+# (unweighted); dz must not alias z.
 
-# Fused softmax + cross-entropy gradient: dz (m, k) = (softmax(z) - onehot) / m.
-# Returns the same loss sum as softmax_xent_loss. dz must not alias z.
+# Cross-entropy of softmax(z) against integer labels (m), computed stably
+# from the logits z (m, k); a hit is argmax(z) == label.
+cdef double softmax_xent_loss(const floating* z, const int32_t* labels,
+                              const floating* weights, Py_ssize_t m,
+                              Py_ssize_t k, Py_ssize_t* n_correct) noexcept nogil
+# Fused softmax + cross-entropy gradient: dz_i = w_i (softmax(z_i) - onehot_i) / sum(w).
 cdef double softmax_xent_backward(floating* dz, const floating* z,
-                                  const int32_t* labels, Py_ssize_t m,
-                                  Py_ssize_t k,
+                                  const int32_t* labels, const floating* weights,
+                                  Py_ssize_t m, Py_ssize_t k,
                                   Py_ssize_t* n_correct) noexcept nogil
 
-# Sum over rows of 1/2 ||yhat_i - y_i||^2 for yhat, y (m, k).
-cdef double mse_loss(const floating* yhat, const floating* y, Py_ssize_t m,
+# 1/2 ||yhat_i - y_i||^2 per row, for yhat, y (m, k); no hits are counted.
+cdef double mse_loss(const floating* yhat, const floating* y,
+                     const floating* weights, Py_ssize_t m,
                      Py_ssize_t k) noexcept nogil
-
-# dz (m, k) = (yhat - y) / m; returns the same sum as mse_loss.
-cdef double mse_backward(floating* dz, const floating* yhat,
-                         const floating* y, Py_ssize_t m,
+# dz_i = w_i (yhat_i - y_i) / sum(w).
+cdef double mse_backward(floating* dz, const floating* yhat, const floating* y,
+                         const floating* weights, Py_ssize_t m,
                          Py_ssize_t k) noexcept nogil
+
+# Binary cross-entropy of sigmoid(z) against targets y in [0, 1] (m, k),
+# summed over the k labels of a row, computed stably from the logits:
+# softplus(z) - y z. A hit is a row whose every label is right
+# (z > 0 exactly where y > 0.5).
+cdef double sigmoid_bce_loss(const floating* z, const floating* y,
+                             const floating* weights, Py_ssize_t m, Py_ssize_t k,
+                             Py_ssize_t* n_correct) noexcept nogil
+# dz_i = w_i (sigmoid(z_i) - y_i) / sum(w).
+cdef double sigmoid_bce_backward(floating* dz, const floating* z, const floating* y,
+                                 const floating* weights, Py_ssize_t m, Py_ssize_t k,
+                                 Py_ssize_t* n_correct) noexcept nogil
 
 # params (n) -= lr * grads (n)
 cdef void sgd_update(floating* params, const floating* grads, floating lr,

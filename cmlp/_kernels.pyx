@@ -18,10 +18,19 @@ Design
 * `linear_backward_sgd` fuses the SGD step into the backward pass: the
   weight update is the dW gemm itself (alpha = -lr, beta = 1), so plain SGD
   never writes a gradient buffer nor makes a separate update pass.
+* The loss kernels take optional per-row sample weights (NULL: all ones)
+  and normalise the gradient by their sum, so the unweighted case is the
+  plain batch mean and a weighted one is scikit-learn's weighted mean.
+* Dropout draws no state: the keep decision of value i is a hash of
+  (seed, i) (SplitMix64), and the seed a hash of (key, step, layer). The
+  masks are therefore reproducible from the step count alone (checkpoints
+  resume bit-identically), and the NumPy twin computes the same masks.
 * Every kernel has a NumPy twin of the same name in cmlp/reference.py and a
   test comparing the two (tests/test_kernels.py).
 """
-from libc.math cimport exp, expf, log, logf, tanh, tanhf
+from libc.math cimport (M_SQRT1_2, erfc, erfcf, exp, expf, fabs, log, log1p, log1pf,
+                        logf, tanh, tanhf)
+from libc.stdint cimport int32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from cmlp._blas cimport gemm
@@ -44,6 +53,27 @@ cdef inline floating _log(floating x) noexcept nogil:
         return logf(x)
     else:
         return log(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating _erfc(floating x) noexcept nogil:
+    if floating is float:
+        return erfcf(x)
+    else:
+        return erfc(x)
+
+
+cdef enum:
+    LEAKY_SLOPE_PER_MILLE = 10     # leaky_relu's slope for z < 0: 0.01
+
+# 1 / sqrt(2 pi), for the normal density in gelu_backward.
+cdef double INV_SQRT_2PI = 0.3989422804014327
 
 
 # ---------------------------------------------------------------- linear ----
@@ -225,6 +255,46 @@ cdef void sigmoid_backward(floating* dz, const floating* a, const floating* da,
         dz[i] = da[i] * a[i] * (1 - a[i])
 
 
+cdef void leaky_relu_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating slope = <floating> (LEAKY_SLOPE_PER_MILLE / 1000.0)
+    for i in range(n):
+        a[i] = z[i] if z[i] > 0 else slope * z[i]
+
+
+cdef void leaky_relu_backward(floating* dz, const floating* a, const floating* da,
+                              Py_ssize_t n) noexcept nogil:
+    # a > 0 exactly where z > 0 (the slope is positive); at z == 0 the
+    # derivative is taken as the slope.
+    cdef Py_ssize_t i
+    cdef floating slope = <floating> (LEAKY_SLOPE_PER_MILLE / 1000.0)
+    cdef floating g
+    for i in range(n):
+        g = da[i]
+        dz[i] = g if a[i] > 0 else slope * g
+
+
+cdef void gelu_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil:
+    # gelu(z) = z Phi(z) with Phi(z) = erfc(-z / sqrt 2) / 2: erfc keeps the
+    # relative accuracy of the tiny values at z << 0 that 1 + erf would lose.
+    cdef Py_ssize_t i
+    cdef floating half = 0.5, r = <floating> M_SQRT1_2
+    for i in range(n):
+        a[i] = half * z[i] * _erfc(-z[i] * r)
+
+
+cdef void gelu_backward(floating* dz, const floating* z, const floating* da,
+                        Py_ssize_t n) noexcept nogil:
+    # gelu'(z) = Phi(z) + z phi(z), with phi the standard normal density.
+    cdef Py_ssize_t i
+    cdef floating half = 0.5, r = <floating> M_SQRT1_2
+    cdef floating c = <floating> INV_SQRT_2PI
+    cdef floating x
+    for i in range(n):
+        x = z[i]
+        dz[i] = da[i] * (half * _erfc(-x * r) + x * c * _exp(-half * x * x))
+
+
 cdef void activation_forward(int activation, floating* a, const floating* z,
                              Py_ssize_t n) noexcept nogil:
     if activation == ACT_RELU:
@@ -233,20 +303,63 @@ cdef void activation_forward(int activation, floating* a, const floating* z,
         tanh_forward(a, z, n)
     elif activation == ACT_SIGMOID:
         sigmoid_forward(a, z, n)
+    elif activation == ACT_LEAKY_RELU:
+        leaky_relu_forward(a, z, n)
+    elif activation == ACT_GELU:
+        gelu_forward(a, z, n)
     elif a != z:
         memcpy(a, z, n * sizeof(floating))
 
 
-cdef void activation_backward(int activation, floating* dz, const floating* a,
+cdef void activation_backward(int activation, floating* dz, const floating* a_or_z,
                               const floating* da, Py_ssize_t n) noexcept nogil:
     if activation == ACT_RELU:
-        relu_backward(dz, a, da, n)
+        relu_backward(dz, a_or_z, da, n)
     elif activation == ACT_TANH:
-        tanh_backward(dz, a, da, n)
+        tanh_backward(dz, a_or_z, da, n)
     elif activation == ACT_SIGMOID:
-        sigmoid_backward(dz, a, da, n)
+        sigmoid_backward(dz, a_or_z, da, n)
+    elif activation == ACT_LEAKY_RELU:
+        leaky_relu_backward(dz, a_or_z, da, n)
+    elif activation == ACT_GELU:
+        gelu_backward(dz, a_or_z, da, n)
     elif dz != da:
         memcpy(dz, da, n * sizeof(floating))
+
+
+# --------------------------------------------------------------- dropout ----
+
+cdef inline uint64_t _mix64(uint64_t z) noexcept nogil:
+    # SplitMix64's output function (Steele, Lea & Flood 2014), a bijection.
+    z = (z ^ (z >> 30)) * <uint64_t> 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t> 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef uint64_t dropout_seed(uint64_t key, uint64_t step, uint64_t layer) noexcept nogil:
+    return _mix64(_mix64(key + step * <uint64_t> 0x9E3779B97F4A7C15ULL) + layer)
+
+
+cdef void dropout_forward(floating* out, floating* mask, const floating* a,
+                          double rate, uint64_t seed, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef uint64_t threshold = <uint64_t> (rate * 9007199254740992.0)   # rate * 2^53
+    cdef uint64_t golden = 0x9E3779B97F4A7C15ULL
+    cdef floating scale = <floating> (1.0 / (1.0 - rate))
+    cdef floating keep
+    for i in range(n):
+        # The i-th output of SplitMix64 seeded with `seed`: a counter-based
+        # stream, so any element can be drawn without drawing the others.
+        keep = scale if (_mix64(seed + (<uint64_t> (i + 1)) * golden) >> 11) >= threshold else 0
+        mask[i] = keep
+        out[i] = a[i] * scale if keep != 0 else 0
+
+
+cdef void dropout_backward(floating* da, const floating* mask,
+                           const floating* dout, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        da[i] = dout[i] * mask[i]
 
 
 # ---------------------------------------------------------------- losses ----
@@ -281,14 +394,34 @@ cdef void softmax_forward(floating* p, const floating* z, Py_ssize_t m,
             pi[j] /= total
 
 
+cdef inline double _weight_sum(const floating* weights, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double total = 0
+    if weights == NULL:
+        return m
+    for i in range(m):
+        total += weights[i]
+    return total
+
+
+cdef inline floating _row_factor(const floating* weights, Py_ssize_t i,
+                                 double weight_sum) noexcept nogil:
+    # Row i's share of the batch mean: 1/m unweighted, w_i / sum(w) weighted.
+    if weights == NULL:
+        return (<floating> 1) / (<floating> weight_sum)
+    if weight_sum == 0:
+        return 0
+    return <floating> (weights[i] / weight_sum)
+
+
 cdef double softmax_xent_loss(const floating* z, const int32_t* labels,
-                              Py_ssize_t m, Py_ssize_t k,
-                              Py_ssize_t* n_correct) noexcept nogil:
+                              const floating* weights, Py_ssize_t m,
+                              Py_ssize_t k, Py_ssize_t* n_correct) noexcept nogil:
     # -log softmax(z)_y = log(sum_j exp(z_j - max)) - (z_y - max)
     cdef Py_ssize_t i, j, best
     cdef floating top, total
     cdef const floating* zi
-    cdef double loss = 0
+    cdef double row_loss, loss = 0
     n_correct[0] = 0
     for i in range(m):
         zi = z + i * k
@@ -296,21 +429,22 @@ cdef double softmax_xent_loss(const floating* z, const int32_t* labels,
         total = 0
         for j in range(k):
             total += _exp(zi[j] - top)
-        loss += _log(total) - (zi[labels[i]] - top)
+        row_loss = _log(total) - (zi[labels[i]] - top)
+        loss += row_loss if weights == NULL else weights[i] * row_loss
         n_correct[0] += best == labels[i]
     return loss
 
 
 cdef double softmax_xent_backward(floating* dz, const floating* z,
-                                  const int32_t* labels, Py_ssize_t m,
-                                  Py_ssize_t k,
+                                  const int32_t* labels, const floating* weights,
+                                  Py_ssize_t m, Py_ssize_t k,
                                   Py_ssize_t* n_correct) noexcept nogil:
     cdef Py_ssize_t i, j, best
-    cdef floating top, total, scale
+    cdef floating top, total, scale, share
     cdef const floating* zi
     cdef floating* dzi
-    cdef double loss = 0
-    cdef floating inv_m = (<floating> 1) / m
+    cdef double row_loss, loss = 0
+    cdef double weight_sum = _weight_sum(weights, m)
     n_correct[0] = 0
     for i in range(m):
         zi = z + i * k
@@ -320,38 +454,99 @@ cdef double softmax_xent_backward(floating* dz, const floating* z,
         for j in range(k):
             dzi[j] = _exp(zi[j] - top)
             total += dzi[j]
-        loss += _log(total) - (zi[labels[i]] - top)
+        row_loss = _log(total) - (zi[labels[i]] - top)
+        loss += row_loss if weights == NULL else weights[i] * row_loss
         n_correct[0] += best == labels[i]
-        # (p - onehot) / m, with p = e / total
-        scale = inv_m / total
+        # share * (p - onehot), with p = e / total
+        share = _row_factor(weights, i, weight_sum)
+        scale = share / total
         for j in range(k):
             dzi[j] *= scale
-        dzi[labels[i]] -= inv_m
+        dzi[labels[i]] -= share
     return loss
 
 
-cdef double mse_loss(const floating* yhat, const floating* y, Py_ssize_t m,
+cdef double mse_loss(const floating* yhat, const floating* y,
+                     const floating* weights, Py_ssize_t m,
                      Py_ssize_t k) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double r, loss = 0
-    for i in range(m * k):
-        r = yhat[i] - y[i]
-        loss += r * r
+    cdef Py_ssize_t i, j
+    cdef double r, row_loss, loss = 0
+    for i in range(m):
+        row_loss = 0
+        for j in range(i * k, (i + 1) * k):
+            r = yhat[j] - y[j]
+            row_loss += r * r
+        loss += row_loss if weights == NULL else weights[i] * row_loss
     return 0.5 * loss
 
 
-cdef double mse_backward(floating* dz, const floating* yhat,
-                         const floating* y, Py_ssize_t m,
+cdef double mse_backward(floating* dz, const floating* yhat, const floating* y,
+                         const floating* weights, Py_ssize_t m,
                          Py_ssize_t k) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating r
-    cdef floating inv_m = (<floating> 1) / m
-    cdef double loss = 0
-    for i in range(m * k):
-        r = yhat[i] - y[i]
-        loss += (<double> r) * r
-        dz[i] = r * inv_m
+    cdef Py_ssize_t i, j
+    cdef floating r, share
+    cdef double row_loss, loss = 0
+    cdef double weight_sum = _weight_sum(weights, m)
+    for i in range(m):
+        share = _row_factor(weights, i, weight_sum)
+        row_loss = 0
+        for j in range(i * k, (i + 1) * k):
+            r = yhat[j] - y[j]
+            row_loss += (<double> r) * r
+            dz[j] = r * share
+        loss += row_loss if weights == NULL else weights[i] * row_loss
     return 0.5 * loss
+
+
+cdef inline double _bce_row(const floating* zi, const floating* yi, Py_ssize_t k,
+                            bint* all_right) noexcept nogil:
+    # softplus(z) - y z = max(z, 0) - y z + log1p(exp(-|z|)): no overflow,
+    # no log(0), for any finite logit.
+    cdef Py_ssize_t j
+    cdef double loss = 0
+    cdef floating x
+    all_right[0] = True
+    for j in range(k):
+        x = zi[j]
+        loss += (x if x > 0 else 0) - yi[j] * x + _log1p(_exp(-fabs(x)))
+        if (x > 0) != (yi[j] > 0.5):
+            all_right[0] = False
+    return loss
+
+
+cdef double sigmoid_bce_loss(const floating* z, const floating* y,
+                             const floating* weights, Py_ssize_t m, Py_ssize_t k,
+                             Py_ssize_t* n_correct) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double row_loss, loss = 0
+    cdef bint right
+    n_correct[0] = 0
+    for i in range(m):
+        row_loss = _bce_row(z + i * k, y + i * k, k, &right)
+        loss += row_loss if weights == NULL else weights[i] * row_loss
+        n_correct[0] += right
+    return loss
+
+
+cdef double sigmoid_bce_backward(floating* dz, const floating* z, const floating* y,
+                                 const floating* weights, Py_ssize_t m, Py_ssize_t k,
+                                 Py_ssize_t* n_correct) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef double row_loss, loss = 0
+    cdef double weight_sum = _weight_sum(weights, m)
+    cdef floating share
+    cdef bint right
+    n_correct[0] = 0
+    for i in range(m):
+        row_loss = _bce_row(z + i * k, y + i * k, k, &right)
+        loss += row_loss if weights == NULL else weights[i] * row_loss
+        n_correct[0] += right
+    sigmoid_forward(dz, z, m * k)
+    for i in range(m):
+        share = _row_factor(weights, i, weight_sum)
+        for j in range(i * k, (i + 1) * k):
+            dz[j] = (dz[j] - y[j]) * share
+    return loss
 
 
 # -------------------------------------------------------------- optimiser ----

@@ -6,8 +6,10 @@ that both start from the same weights for the same seed.
 import numpy as np
 
 # Codes match the enums in _kernels.pxd.
-ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
-OUTPUTS = {"softmax": 0, "identity": 1}
+ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "leaky_relu": 4, "gelu": 5}
+OUTPUTS = {"softmax": 0, "identity": 1, "sigmoid": 2}
+# Activations initialised with He (the ReLU family); the others get Glorot.
+HE_INIT = ("relu", "leaky_relu", "gelu")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 # scipy.linalg.cython_blas takes 32-bit Fortran integers for sizes.
@@ -51,6 +53,25 @@ def check_architecture(sizes, activation, output, dtype):
     return sizes, names, output, np.dtype(DTYPES[key])
 
 
+def check_dropout(dropout, n_hidden):
+    """Per-hidden-layer dropout rates in [0, 1), from one rate or a list."""
+    if isinstance(dropout, (list, tuple, np.ndarray)):
+        rates = list(dropout)
+        if len(rates) != n_hidden:
+            raise ValueError(f"{n_hidden} hidden layers need {n_hidden} dropout rates, "
+                             f"got {len(rates)}")
+    else:
+        rates = [dropout] * n_hidden
+    out = []
+    for rate in rates:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating, np.integer)):
+            raise TypeError(f"dropout rates must be numbers, got {rate!r}")
+        if not 0 <= rate < 1:
+            raise ValueError(f"dropout rates must lie in [0, 1), got {rate}")
+        out.append(float(rate))
+    return out
+
+
 def offsets(sizes):
     """(w_offsets, b_offsets, n_params): per layer, W then b, back to back."""
     w_off, b_off, pos = [], [], 0
@@ -65,7 +86,8 @@ def offsets(sizes):
 def init_params(sizes, activations, seed, dtype):
     """A flat parameter vector, initialised from `seed`.
 
-    He normal, N(0, 2 / n_in), for layers followed by ReLU; Glorot uniform,
+    He normal, N(0, 2 / n_in), for layers followed by relu, leaky_relu or
+    gelu; Glorot uniform,
     U(+-sqrt(6 / (n_in + n_out))), for tanh, sigmoid, identity and the output
     layer. Biases start at zero. Draws are made in float64 and then cast, so
     the float32 and float64 networks of one seed start from the same weights.
@@ -75,7 +97,7 @@ def init_params(sizes, activations, seed, dtype):
     flat = np.zeros(n_params, dtype=np.float64)
     following = list(activations) + ["output"]
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        if following[l] == "relu":
+        if following[l] in HE_INIT:
             W = rng.normal(0.0, np.sqrt(2.0 / n_in), size=(n_in, n_out))
         else:
             limit = np.sqrt(6.0 / (n_in + n_out))
@@ -87,7 +109,7 @@ def init_params(sizes, activations, seed, dtype):
 def _seed_sequences(seed):
     # Child i of a SeedSequence does not depend on how many are spawned, so
     # adding a stream never changes the existing ones.
-    return np.random.SeedSequence(seed).spawn(3)
+    return np.random.SeedSequence(seed).spawn(4)
 
 
 def init_seed(seed):
@@ -103,3 +125,8 @@ def shuffle_seed(seed):
 def split_seed(seed):
     """The seed stream for fit()'s validation_split of a network seeded `seed`."""
     return _seed_sequences(seed)[2]
+
+
+def dropout_key(seed):
+    """The 64-bit key of the dropout masks of a network seeded `seed`."""
+    return int(_seed_sequences(seed)[3].generate_state(1, np.uint64)[0])

@@ -85,3 +85,41 @@ def positive_float(value, name):
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return float(value)
+
+
+def as_sample_weight(sample_weight, n, name="sample_weight"):
+    """Per-row weights as a float64 array of length n: finite and >= 0."""
+    arr = np.asarray(sample_weight)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError(f"{name} must hold finite values >= 0")
+    return arr
+
+
+def class_weights(class_weight, labels, n_classes):
+    """A weight per class (n_classes,) from a {class: weight} dict (missing
+    classes weigh 1) or "balanced": n / (n_classes * count of the class),
+    scikit-learn's rule, computed over `labels`."""
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"class_weight must be a dict or 'balanced', got {class_weight!r}")
+        counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+        weights = np.zeros(n_classes)
+        present = counts > 0
+        weights[present] = labels.shape[0] / (np.count_nonzero(present) * counts[present])
+        return weights
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be a dict or 'balanced', got {type(class_weight).__name__}")
+    weights = np.ones(n_classes)
+    for key, value in class_weight.items():
+        if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not 0 <= key < n_classes:
+            raise ValueError(f"class_weight keys must be class labels in [0, {n_classes}), got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not np.isfinite(value) or value < 0:
+            raise ValueError(f"class_weight[{key}] must be a finite number >= 0, got {value!r}")
+        weights[int(key)] = float(value)
+    return weights

@@ -1,4 +1,5 @@
-"""The `cmlp` command: `cmlp train` trains an MLP on MNIST with the C engine.
+"""The `cmlp` command: `cmlp train` trains an MLP on MNIST with the C engine;
+`cmlp plot` draws the training curves a checkpoint or saved model holds.
 
 Every error is one line on stderr and exit code 2.
 """
@@ -10,7 +11,7 @@ import numpy as np
 
 from cmlp.datasets import load_mnist
 from cmlp._layout import ACTIVATIONS
-from cmlp.network import Network
+from cmlp.network import Network, load_history
 from cmlp.optimizers import NAMES as OPTIMIZERS
 from cmlp.schedules import KINDS as SCHEDULES
 
@@ -24,7 +25,7 @@ PRESETS = {
 
 # Options a resumed run takes from its checkpoint, not from the command line.
 RUN_OPTIONS = ("hidden", "activation", "epochs", "batch_size", "lr", "dtype", "seed",
-               "standardize", "optimizer", "momentum", "weight_decay", "schedule",
+               "standardize", "optimizer", "momentum", "weight_decay", "dropout", "schedule",
                "early_stopping", "patience")
 
 
@@ -69,6 +70,16 @@ def _non_negative_int(text):
     return value
 
 
+def _rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
 def build_parser():
     parser = _Parser(prog="cmlp", description="A C-level multilayer perceptron.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -92,6 +103,9 @@ def build_parser():
                        help="momentum for the momentum/nesterov optimizers (default 0.9)")
     train.add_argument("--weight-decay", type=float, default=0.0, metavar="L2",
                        help="L2 coefficient on the weights (default 0)")
+    train.add_argument("--dropout", type=_rate, default=0.0, metavar="RATE",
+                       help="inverted dropout after every hidden layer while training "
+                            "(default 0: off)")
     train.add_argument("--schedule", choices=sorted(SCHEDULES), default="constant",
                        help="learning-rate schedule over the epochs")
     train.add_argument("--early-stopping", action="store_true",
@@ -107,7 +121,19 @@ def build_parser():
                        help="continue the run a --checkpoint file holds (with its options)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--save", metavar="PATH", help="write the trained model (.npz)")
+    train.add_argument("--save", metavar="PATH",
+                       help="write the trained model (.npz), with its training history")
+    train.add_argument("--plot", metavar="PATH",
+                       help="write a PNG of the loss/accuracy/lr curves (needs matplotlib)")
+    train.add_argument("--progress", action="store_true",
+                       help="show a progress bar within each epoch (needs tqdm)")
+    plot = commands.add_parser(
+        "plot", help="draw the training curves of a checkpoint or saved model",
+        description="Write a PNG of the per-epoch curves stored in a file from "
+                    "'cmlp train --checkpoint' or 'cmlp train --save' (needs matplotlib).")
+    plot.add_argument("model", metavar="FILE", help="a checkpoint or saved model (.npz)")
+    plot.add_argument("-o", "--output", metavar="PNG", default=None,
+                      help="where to write the image (default: FILE with .png)")
     train.add_argument("--no-standardize", dest="standardize", action="store_false",
                        help="train on raw [0, 1] pixels instead of pixels standardized by "
                             "the training set's mean and std")
@@ -123,7 +149,7 @@ def train(args):
         if saved is None:
             raise ValueError(f"{args.resume!r} was not written by 'cmlp train --checkpoint'")
         for name in RUN_OPTIONS:
-            setattr(args, name, saved[name])
+            setattr(args, name, saved.get(name, getattr(args, name)))
         args.checkpoint = args.checkpoint or args.resume
         args.data = args.data or saved["data"]
 
@@ -131,7 +157,7 @@ def train(args):
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     net = resumed or Network([X_train.shape[1], *args.hidden, n_classes],
                              activation=args.activation, output="softmax",
-                             dtype=args.dtype, seed=args.seed)
+                             dtype=args.dtype, seed=args.seed, dropout=args.dropout)
     if net.sizes != (X_train.shape[1], *args.hidden, n_classes):
         raise ValueError(f"the checkpoint's network {list(net.sizes)} does not fit this data")
     print(f"{net}: {X_train.shape[0]} train, {X_test.shape[0]} test samples "
@@ -167,16 +193,34 @@ def train(args):
         fit_kwargs["checkpoint_metadata"] = {"cli": cli}
         print(f"resuming {args.resume} after epoch {fit_kwargs['initial_epoch']}", flush=True)
     validation = None if args.early_stopping else (scale(X_test), y_test)
+    if args.plot:
+        load_plotting()          # fail now, not after the training
     history = net.fit(scale(X_train), y_train, validation_data=validation, verbose=0,
-                      on_epoch_end=report, **fit_kwargs)
+                      progress=args.progress, on_epoch_end=report, **fit_kwargs)
     if args.early_stopping and history.best_epoch is not None:
         print(f"kept the weights of epoch {history.best_epoch} (best {held_out} loss)")
     if args.standardize:
         net.fold_input_standardization(mean, std)
     if args.save:
-        net.save(args.save)
+        net.save(args.save, history)
         print(f"saved {args.save}")
+    if args.plot:
+        history.plot(args.plot, title=str(net))
+        print(f"plotted {args.plot}")
     print(f"test accuracy: {net.evaluate(X_test, y_test)['accuracy']:.4f}")
+    return 0
+
+
+def load_plotting():
+    from cmlp.history import _matplotlib
+    _matplotlib()
+
+
+def plot(args):
+    history = load_history(args.model)
+    output = args.output or (args.model[:-4] if args.model.endswith(".npz") else args.model) + ".png"
+    history.plot(output, title=args.model)
+    print(f"plotted {len(history)} epochs of {args.model} to {output}")
     return 0
 
 
@@ -194,13 +238,13 @@ def parse_args(argv=None):
 def main(argv=None):
     try:
         args = parse_args(argv)
-        return train(args)
+        return plot(args) if args.command == "plot" else train(args)
     except _UsageError as exc:
-        print(f"{exc} (see 'cmlp train --help')", file=sys.stderr)
+        print(f"{exc} (see 'cmlp --help')", file=sys.stderr)
     except KeyboardInterrupt:
         print("cmlp: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, ImportError) as exc:
         print(f"cmlp: error: {exc}", file=sys.stderr)
     return 2
 

@@ -1,4 +1,4 @@
-"""Per-epoch training records returned by Network.fit."""
+"""Per-epoch training records returned by Network.fit, and their plot."""
 
 
 class History:
@@ -41,3 +41,47 @@ class History:
 
     def __repr__(self):
         return f"History({len(self)} epochs, columns {self.keys()})"
+
+    def plot(self, path, title=None):
+        """Write a PNG of the curves to `path`: loss, accuracy (if recorded)
+        and learning rate per epoch, with validation curves beside the
+        training ones. Needs matplotlib (``pip install "cmlp[plot]"``).
+        Returns the path."""
+        if not self.records:
+            raise ValueError("the history is empty: nothing to plot")
+        Figure, FigureCanvasAgg = _matplotlib()
+        epochs = self["epoch"]
+        panels = [("loss", "loss")]
+        if "accuracy" in self.records[0] or "val_accuracy" in self.records[0]:
+            panels.append(("accuracy", "accuracy"))
+        panels.append(("lr", "learning rate"))
+        figure = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
+        FigureCanvasAgg(figure)
+        for axis, (key, label) in zip(figure.subplots(1, len(panels), squeeze=False)[0],
+                                      panels):
+            for column, style in ((key, "-o"), ("val_" + key, "--s")):
+                if column in self.records[0]:
+                    axis.plot(epochs, self[column], style, markersize=3,
+                              label="validation" if column.startswith("val_") else "train")
+            axis.set_xlabel("epoch")
+            axis.set_ylabel(label)
+            if key == "lr" and min(self["lr"]) > 0:
+                axis.set_yscale("log")
+            elif key != "lr":
+                axis.legend()
+            axis.grid(alpha=0.3)
+        if title:
+            figure.suptitle(title)
+        figure.savefig(path, dpi=100)
+        return path
+
+
+def _matplotlib():
+    """matplotlib's Figure and Agg canvas (no pyplot: no global state, no GUI)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError('plotting needs matplotlib: pip install "cmlp[plot]" '
+                          "(or pip install matplotlib)") from None
+    return Figure, FigureCanvasAgg

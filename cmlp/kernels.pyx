@@ -10,7 +10,7 @@ Other Cython code should cimport the kernels themselves from cmlp._kernels.
 """
 import numpy as np
 
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, uint64_t
 from cython cimport floating
 
 from cmlp cimport _kernels as K
@@ -19,9 +19,10 @@ from cmlp cimport _optim as O
 __all__ = [
     "linear_forward", "linear_backward", "linear_backward_sgd",
     "relu_forward", "relu_backward", "tanh_forward", "tanh_backward",
-    "sigmoid_forward", "sigmoid_backward",
+    "sigmoid_forward", "sigmoid_backward", "leaky_relu_forward", "leaky_relu_backward",
+    "gelu_forward", "gelu_backward", "dropout_seed", "dropout_forward", "dropout_backward",
     "softmax_forward", "softmax_xent_loss", "softmax_xent_backward",
-    "mse_loss", "mse_backward", "sgd_update",
+    "mse_loss", "mse_backward", "sigmoid_bce_loss", "sigmoid_bce_backward", "sgd_update",
     "l2_grad", "momentum_update", "adam_update",
 ]
 
@@ -182,6 +183,80 @@ def sigmoid_backward(a, da):
     return _binary(K.ACT_SIGMOID, a, da)
 
 
+def leaky_relu_forward(z):
+    """a = z for z > 0, else 0.01 z."""
+    return _unary(K.ACT_LEAKY_RELU, z)
+
+
+def leaky_relu_backward(a, da):
+    """dz = da where a > 0, else 0.01 da (from a = leaky_relu(z))."""
+    return _binary(K.ACT_LEAKY_RELU, a, da)
+
+
+def gelu_forward(z):
+    """a = z * Phi(z), Phi the standard normal CDF (exact GELU, not the tanh form)."""
+    return _unary(K.ACT_GELU, z)
+
+
+def gelu_backward(z, da):
+    """dz = da * (Phi(z) + z * phi(z)); takes the *input* z, not a."""
+    return _binary(K.ACT_GELU, z, da)
+
+
+# --------------------------------------------------------------- dropout ----
+
+def dropout_seed(key, step, layer):
+    """The seed of layer `layer`'s dropout mask at training step `step` (uint64s)."""
+    return K.dropout_seed(_uint64(key, "key"), _uint64(step, "step"), _uint64(layer, "layer"))
+
+
+def _uint64(value, name):
+    value = int(value)
+    if not 0 <= value < 2**64:
+        raise ValueError(f"{name} must be in [0, 2**64), got {value}")
+    return value
+
+
+def _rate(rate):
+    rate = float(rate)
+    if not 0 <= rate < 1:
+        raise ValueError(f"rate must be in [0, 1), got {rate}")
+    return rate
+
+
+def dropout_forward(a, rate, seed):
+    """(out, mask): inverted dropout of a at `rate` with the masks of `seed`;
+    mask holds 0 or 1 / (1 - rate), and out = a * mask (exactly 0 where dropped)."""
+    (a,) = _floats(a)
+    out, mask = np.empty_like(a), np.empty_like(a)
+    if a.size:
+        _dropout_forward(out.reshape(-1), mask.reshape(-1), a.reshape(-1), _rate(rate),
+                         _uint64(seed, "seed"))
+    return out, mask
+
+
+def _dropout_forward(floating[::1] out, floating[::1] mask, const floating[::1] a,
+                     double rate, uint64_t seed):
+    with nogil:
+        K.dropout_forward(&out[0], &mask[0], &a[0], rate, seed, a.shape[0])
+
+
+def dropout_backward(mask, dout):
+    """da = dout * mask."""
+    mask, dout = _floats(mask, dout)
+    if mask.shape != dout.shape:
+        raise ValueError(f"mask {mask.shape} and dout {dout.shape} must have one shape")
+    da = np.empty_like(dout)
+    if da.size:
+        _dropout_backward(da.reshape(-1), mask.reshape(-1), dout.reshape(-1))
+    return da
+
+
+def _dropout_backward(floating[::1] da, const floating[::1] mask, const floating[::1] dout):
+    with nogil:
+        K.dropout_backward(&da[0], &mask[0], &dout[0], da.shape[0])
+
+
 # ---------------------------------------------------------------- losses ----
 
 def softmax_forward(z):
@@ -198,37 +273,57 @@ def _softmax_forward(floating[:, ::1] p, const floating[:, ::1] z):
         K.softmax_forward(&p[0, 0], &z[0, 0], z.shape[0], z.shape[1])
 
 
-def softmax_xent_loss(z, labels):
-    """(sum over rows of -log softmax(z)[label], number of argmax hits)."""
+def _weights(sample_weight, m, dtype):
+    """Empty for None, else m finite weights >= 0 as a contiguous array."""
+    if sample_weight is None:
+        return np.empty(0, dtype=dtype)
+    w = np.ascontiguousarray(sample_weight, dtype=dtype)
+    if w.shape != (m,):
+        raise ValueError(f"sample_weight must have shape ({m},), got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and >= 0")
+    return w
+
+
+cdef inline const floating* _wptr(const floating[::1] w) noexcept nogil:
+    return &w[0] if w.shape[0] > 0 else NULL
+
+
+def softmax_xent_loss(z, labels, sample_weight=None):
+    """(sum over rows of w_i * -log softmax(z_i)[label_i], number of argmax hits)."""
     (z,) = _floats(z)
     _matrix(z, "z")
-    return _softmax_xent_loss(z, _labels(labels, *z.shape))
+    return _softmax_xent_loss(z, _labels(labels, *z.shape),
+                              _weights(sample_weight, z.shape[0], z.dtype))
 
 
-def _softmax_xent_loss(const floating[:, ::1] z, const int32_t[::1] labels):
+def _softmax_xent_loss(const floating[:, ::1] z, const int32_t[::1] labels,
+                       const floating[::1] w):
     cdef Py_ssize_t correct
     cdef double loss
     with nogil:
-        loss = K.softmax_xent_loss(&z[0, 0], &labels[0], z.shape[0],
+        loss = K.softmax_xent_loss(&z[0, 0], &labels[0], _wptr(w), z.shape[0],
                                    z.shape[1], &correct)
     return loss, correct
 
 
-def softmax_xent_backward(z, labels):
-    """(dz = (softmax(z) - onehot(labels)) / m, loss sum, number of hits)."""
+def softmax_xent_backward(z, labels, sample_weight=None):
+    """(dz = w_i (softmax(z_i) - onehot_i) / sum(w), weighted loss sum, hits);
+    w = 1 gives (softmax(z) - onehot) / m."""
     (z,) = _floats(z)
     _matrix(z, "z")
     dz = np.empty_like(z)
-    loss, correct = _softmax_xent_backward(dz, z, _labels(labels, *z.shape))
+    loss, correct = _softmax_xent_backward(dz, z, _labels(labels, *z.shape),
+                                           _weights(sample_weight, z.shape[0], z.dtype))
     return dz, loss, correct
 
 
 def _softmax_xent_backward(floating[:, ::1] dz, const floating[:, ::1] z,
-                           const int32_t[::1] labels):
+                           const int32_t[::1] labels, const floating[::1] w):
     cdef Py_ssize_t correct
     cdef double loss
     with nogil:
-        loss = K.softmax_xent_backward(&dz[0, 0], &z[0, 0], &labels[0],
+        loss = K.softmax_xent_backward(&dz[0, 0], &z[0, 0], &labels[0], _wptr(w),
                                        z.shape[0], z.shape[1], &correct)
     return loss, correct
 
@@ -241,33 +336,68 @@ def _targets(yhat, y):
     return yhat, y
 
 
-def mse_loss(yhat, y):
-    """Sum over rows of 1/2 ||yhat - y||^2."""
+def mse_loss(yhat, y, sample_weight=None):
+    """Sum over rows of w_i / 2 ||yhat_i - y_i||^2."""
     yhat, y = _targets(yhat, y)
-    return _mse_loss(yhat, y)
+    return _mse_loss(yhat, y, _weights(sample_weight, y.shape[0], y.dtype))
 
 
-def _mse_loss(const floating[:, ::1] yhat, const floating[:, ::1] y):
+def _mse_loss(const floating[:, ::1] yhat, const floating[:, ::1] y, const floating[::1] w):
     cdef double loss
     with nogil:
-        loss = K.mse_loss(&yhat[0, 0], &y[0, 0], y.shape[0], y.shape[1])
+        loss = K.mse_loss(&yhat[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1])
     return loss
 
 
-def mse_backward(yhat, y):
-    """(dz = (yhat - y) / m, the mse_loss sum)."""
+def mse_backward(yhat, y, sample_weight=None):
+    """(dz = w_i (yhat_i - y_i) / sum(w), the mse_loss sum); w = 1 gives (yhat - y) / m."""
     yhat, y = _targets(yhat, y)
     dz = np.empty_like(y)
-    return dz, _mse_backward(dz, yhat, y)
+    return dz, _mse_backward(dz, yhat, y, _weights(sample_weight, y.shape[0], y.dtype))
 
 
 def _mse_backward(floating[:, ::1] dz, const floating[:, ::1] yhat,
-                  const floating[:, ::1] y):
+                  const floating[:, ::1] y, const floating[::1] w):
     cdef double loss
     with nogil:
-        loss = K.mse_backward(&dz[0, 0], &yhat[0, 0], &y[0, 0], y.shape[0],
+        loss = K.mse_backward(&dz[0, 0], &yhat[0, 0], &y[0, 0], _wptr(w), y.shape[0],
                               y.shape[1])
     return loss
+
+
+def sigmoid_bce_loss(z, y, sample_weight=None):
+    """(sum over rows of w_i * binary cross-entropy of sigmoid(z_i) vs y_i summed
+    over labels, number of rows with every label right), from the logits z."""
+    z, y = _targets(z, y)
+    return _sigmoid_bce_loss(z, y, _weights(sample_weight, y.shape[0], y.dtype))
+
+
+def _sigmoid_bce_loss(const floating[:, ::1] z, const floating[:, ::1] y,
+                      const floating[::1] w):
+    cdef Py_ssize_t correct
+    cdef double loss
+    with nogil:
+        loss = K.sigmoid_bce_loss(&z[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1],
+                                  &correct)
+    return loss, correct
+
+
+def sigmoid_bce_backward(z, y, sample_weight=None):
+    """(dz = w_i (sigmoid(z_i) - y_i) / sum(w), weighted loss sum, hits)."""
+    z, y = _targets(z, y)
+    dz = np.empty_like(y)
+    loss, correct = _sigmoid_bce_backward(dz, z, y, _weights(sample_weight, y.shape[0], y.dtype))
+    return dz, loss, correct
+
+
+def _sigmoid_bce_backward(floating[:, ::1] dz, const floating[:, ::1] z,
+                          const floating[:, ::1] y, const floating[::1] w):
+    cdef Py_ssize_t correct
+    cdef double loss
+    with nogil:
+        loss = K.sigmoid_bce_backward(&dz[0, 0], &z[0, 0], &y[0, 0], _wptr(w), y.shape[0],
+                                      y.shape[1], &correct)
+    return loss, correct
 
 
 # -------------------------------------------------------------- optimiser ----

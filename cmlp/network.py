@@ -8,9 +8,10 @@ import zipfile
 import numpy as np
 
 from cmlp import _engine
-from cmlp._layout import (ACTIVATIONS, OUTPUTS, check_architecture, init_params, offsets,
-                          shuffle_seed, split_seed)
-from cmlp._validation import as_labels, as_matrix, as_targets, positive_float, positive_int
+from cmlp._layout import (ACTIVATIONS, OUTPUTS, check_architecture, check_dropout,
+                          dropout_key, init_params, offsets, shuffle_seed, split_seed)
+from cmlp._validation import (as_labels, as_matrix, as_sample_weight, as_targets,
+                              class_weights, positive_float, positive_int)
 from cmlp.history import History
 from cmlp.optimizers import Optimizer, make_optimizer
 from cmlp.schedules import make_schedule
@@ -26,17 +27,26 @@ class Network:
     sizes : sequence of int
         Layer widths, input first: ``[784, 128, 64, 10]``.
     activation : str or sequence of str
-        Hidden activation, one of ``relu``, ``tanh``, ``sigmoid``, ``identity``,
-        or one name per hidden layer.
-    output : {"softmax", "identity"}
+        Hidden activation, one of ``relu``, ``leaky_relu`` (slope 0.01),
+        ``gelu`` (exact, z Phi(z)), ``tanh``, ``sigmoid``, ``identity``, or
+        one name per hidden layer.
+    output : {"softmax", "identity", "sigmoid"}
         ``softmax``: softmax + cross-entropy over integer labels in [0, k).
         ``identity``: raw outputs + mean squared error, 1/(2m) sum (yhat - y)^2,
         over float targets of shape (n, k).
+        ``sigmoid``: k independent sigmoids + binary cross-entropy, for
+        multi-label targets of shape (n, k) in [0, 1] (usually 0/1).
     dtype : {"float32", "float64"}
         The dtype of parameters and all computation; inputs are converted to it.
     seed : int or None
-        Seeds the initial weights (He for ReLU, Glorot otherwise) and the
-        mini-batch order of `fit`. Same seed, same weights, same order.
+        Seeds the initial weights (He for the ReLU family and gelu, Glorot
+        otherwise), the mini-batch order of `fit` and the dropout masks.
+        Same seed, same weights, same order, same masks.
+    dropout : float or sequence of float
+        Inverted dropout after each hidden layer during training: a unit is
+        zeroed with this probability and the survivors are scaled by
+        1 / (1 - rate). One rate for all hidden layers or one per layer;
+        0 (the default) turns it off. Never applied by forward/predict.
 
     Attributes
     ----------
@@ -48,9 +58,13 @@ class Network:
     `fit` and `gradients` must not run concurrently with other calls on it.
     """
 
-    def __init__(self, sizes, activation="relu", output="softmax", dtype="float32", seed=None):
+    def __init__(self, sizes, activation="relu", output="softmax", dtype="float32", seed=None,
+                 dropout=0.0):
         self.sizes, self.activations, self.output, self.dtype = check_architecture(
             sizes, activation, output, dtype)
+        # Per layer, the last (output) one always 0; the C layout reads this array.
+        self._dropout = np.zeros(len(self.sizes) - 1, dtype=np.float64)
+        self.dropout = dropout
         self.seed = seed
         # The root of every random stream (equal to seed for an int seed; drawn
         # once for seed=None); saved with the model so a resumed run re-derives
@@ -59,6 +73,8 @@ class Network:
         self._parameters = init_params(self.sizes, self.activations, seed, self.dtype)
         self._gradients = np.zeros_like(self._parameters)
         self._shuffle_rng = np.random.default_rng(shuffle_seed(seed))
+        # Batches trained so far: the counter the dropout masks are drawn by.
+        self._batches_done = 0
         self.optimizer = None        # set by fit(); its state carries over between fits
         self._resume_best = None     # early stopping's best weights, from a checkpoint
         w_off, b_off, n_params = offsets(self.sizes)
@@ -68,7 +84,7 @@ class Network:
             np.asarray(b_off, dtype=np.intp),
             np.asarray([ACTIVATIONS[a] for a in self.activations] + [ACTIVATIONS["identity"]],
                        dtype=np.int32),
-            OUTPUTS[self.output], n_params)
+            self._dropout, OUTPUTS[self.output], n_params)
         self.weights = self._views(self._parameters)
         self.biases = self._views(self._parameters, biases=True)
         # The dtype's specialisation of the fused C entry point, picked once:
@@ -82,6 +98,19 @@ class Network:
         if biases:
             return tuple(flat[b:b + o] for b, (_, o) in zip(b_off, pairs))
         return tuple(flat[w:w + i * o].reshape(i, o) for w, (i, o) in zip(w_off, pairs))
+
+    @property
+    def dropout(self):
+        """The dropout rate after each hidden layer (a list; settable)."""
+        return self._dropout[:-1].tolist()
+
+    @dropout.setter
+    def dropout(self, rates):
+        self._dropout[:-1] = check_dropout(rates, len(self.sizes) - 2)
+
+    @property
+    def _dropout_key(self):
+        return dropout_key(self._seed_entropy)
 
     @property
     def parameters(self):
@@ -99,7 +128,12 @@ class Network:
     def __repr__(self):
         acts = self.activations[0] if len(set(self.activations)) == 1 else self.activations
         act = f"activation={acts!r}, " if self.activations else ""
-        return f"Network({list(self.sizes)}, {act}output={self.output!r}, dtype={self.dtype.name!r})"
+        rates = self.dropout
+        drop = ""
+        if any(rates):
+            drop = f", dropout={rates[0] if len(set(rates)) == 1 else rates!r}"
+        return (f"Network({list(self.sizes)}, {act}output={self.output!r}, "
+                f"dtype={self.dtype.name!r}{drop})")
 
     # ------------------------------------------------------------ inputs ----
 
@@ -116,7 +150,26 @@ class Network:
         else:
             labels = np.empty(0, dtype=np.int32)
             targets = as_targets(y, n, self.n_outputs, self.dtype, names[1])
+            if self.output == "sigmoid" and ((targets < 0).any() or (targets > 1).any()):
+                raise ValueError(f"{names[1]}: a sigmoid output needs targets in [0, 1] "
+                                 "(one column per label)")
         return X, labels, targets
+
+    def _check_weights(self, sample_weight, class_weight, labels, n, name="sample_weight"):
+        """Per-row weights (n,) combining sample_weight and class_weight, or
+        an empty array when neither is given."""
+        w = None if sample_weight is None else as_sample_weight(sample_weight, n, name)
+        if class_weight is not None:
+            if self.output != "softmax":
+                raise ValueError("class_weight needs a softmax output (integer class labels); "
+                                 "use sample_weight")
+            per_class = class_weights(class_weight, labels, self.n_outputs)
+            w = per_class[labels] if w is None else w * per_class[labels]
+        if w is None:
+            return np.empty(0, dtype=self.dtype)
+        if not w.sum() > 0:
+            raise ValueError("the sample weights sum to 0: nothing would be learned")
+        return np.ascontiguousarray(w, dtype=self.dtype)
 
     def _workspace(self, rows):
         return np.empty((rows, self._layout.work_per_row), dtype=self.dtype)
@@ -150,50 +203,68 @@ class Network:
         return out
 
     def predict_proba(self, X, out=None):
-        """Class probabilities (n, k); softmax networks only."""
-        if self.output != "softmax":
-            raise ValueError("predict_proba needs a softmax output; use forward or predict")
+        """Class probabilities (n, k) for a softmax network; per-label
+        probabilities (n, k) for a sigmoid one."""
+        if self.output == "identity":
+            raise ValueError("predict_proba needs a softmax or sigmoid output; use forward "
+                             "or predict")
         return self.forward(X, out=out)
 
     def predict(self, X):
-        """Class labels (n,) for a softmax network; outputs (n, k) for an identity one."""
+        """Class labels (n,) for a softmax network; 0/1 label indicators
+        (n, k), probability > 0.5, for a sigmoid one; outputs (n, k) for an
+        identity one."""
         P = self.forward(X)
-        return P.argmax(axis=1) if self.output == "softmax" else P
+        if self.output == "softmax":
+            return P.argmax(axis=1)
+        return (P > 0.5).astype(np.int32) if self.output == "sigmoid" else P
 
-    def evaluate(self, X, y):
-        """Mean loss over (X, y): ``{"loss": ..., "accuracy": ...}``.
+    def evaluate(self, X, y, sample_weight=None):
+        """Mean loss over (X, y), weighted if sample_weight is given:
+        ``{"loss": ..., "accuracy": ...}``.
 
-        ``accuracy`` (fraction of argmax hits) is given for softmax networks only.
+        ``accuracy`` is given for softmax networks (fraction of argmax hits)
+        and sigmoid ones (fraction of rows with every label right); it is
+        never weighted.
         """
         X, labels, targets = self._check_Xy(X, y)
-        return self._evaluate(X, labels, targets)
+        weights = self._check_weights(sample_weight, None, labels, X.shape[0])
+        return self._evaluate(X, labels, targets, weights)
 
-    def _evaluate(self, X, labels, targets):
-        loss, correct = _engine.evaluate(self._parameters, self._layout, X, labels, targets)
+    def _evaluate(self, X, labels, targets, weights=None):
+        if weights is None:
+            weights = np.empty(0, dtype=self.dtype)
+        loss, correct = _engine.evaluate(self._parameters, self._layout, X, labels, targets,
+                                         weights)
         n = X.shape[0]
-        result = {"loss": loss / n}
-        if self.output == "softmax":
+        total = float(weights.sum(dtype=np.float64)) if weights.size else n
+        result = {"loss": loss / total}
+        if self.output != "identity":
             result["accuracy"] = correct / n
         return result
 
     # ----------------------------------------------------------- training ----
 
-    def gradients(self, X, y):
-        """(mean loss, [dW per layer], [db per layer]) over the whole batch (X, y).
+    def gradients(self, X, y, sample_weight=None, class_weight=None):
+        """(mean loss, [dW per layer], [db per layer]) over the whole batch (X, y),
+        without dropout; the loss is the weighted mean if weights are given.
 
         The gradient arrays are fresh copies, shaped like `weights`/`biases`.
         """
         X, labels, targets = self._check_Xy(X, y)
+        weights = self._check_weights(sample_weight, class_weight, labels, X.shape[0])
         work = self._workspace(X.shape[0])
         loss, _ = _engine.loss_and_gradients(self._parameters, self._gradients, self._layout,
-                                             X, labels, targets, work)
+                                             X, labels, targets, weights, work)
         grads = self._gradients.copy()
-        return loss / X.shape[0], list(self._views(grads)), list(self._views(grads, biases=True))
+        total = float(weights.sum(dtype=np.float64)) if weights.size else X.shape[0]
+        return loss / total, list(self._views(grads)), list(self._views(grads, biases=True))
 
     def fit(self, X, y, epochs=10, batch_size=128, lr=None, optimizer=None, momentum=None,
-            weight_decay=None, schedule="constant", shuffle=True, validation_data=None,
-            validation_split=0.0, early_stopping=False, patience=5, min_delta=0.0,
-            verbose=1, on_epoch_end=None, checkpoint=None, initial_epoch=0, history=None,
+            weight_decay=None, schedule="constant", shuffle=True, sample_weight=None,
+            class_weight=None, validation_data=None, validation_split=0.0,
+            early_stopping=False, patience=5, min_delta=0.0, verbose=1, progress=False,
+            on_epoch_end=None, checkpoint=None, initial_epoch=0, history=None,
             checkpoint_metadata=None):
         """Train on (X, y); returns a History of per-epoch records.
 
@@ -209,13 +280,23 @@ class Network:
         weight_decay : L2 coefficient on the weights (not the biases).
         schedule : "constant", "step", "cosine", "invscaling" or a Schedule:
             the learning rate of each epoch (recorded as ``lr``).
-        validation_data : (X_val, y_val), adds ``val_loss`` (and ``val_accuracy``).
+        sample_weight : (n,) weights >= 0 per row. Each batch then minimises
+            the weighted mean sum(w_i loss_i) / sum(w_i) (scikit-learn's
+            convention), and ``loss`` is the weighted mean over the epoch.
+        class_weight : {class: weight} (missing classes weigh 1) or
+            "balanced" (n / (k * count of the class)); softmax only.
+            Multiplies sample_weight when both are given.
+        validation_data : (X_val, y_val) or (X_val, y_val, w_val), adds
+            ``val_loss`` (and ``val_accuracy``).
         validation_split : instead, hold out this fraction of (X, y), drawn
-            at random from the network's seed, for validation.
+            at random from the network's seed, for validation (with its
+            share of the weights).
         early_stopping : stop when ``val_loss`` has not improved by more than
             ``min_delta`` for ``patience`` epochs, and restore the weights of
             the best epoch (``history.best_epoch``).
         verbose : 1 prints a line per epoch.
+        progress : show a progress bar within each epoch (needs tqdm:
+            ``pip install "cmlp[progress]"``). Results do not depend on it.
         on_epoch_end : called as on_epoch_end(history) after each epoch.
         checkpoint : a path; after every epoch the model, optimizer state,
             epoch and shuffling state are written there atomically, so that
@@ -237,15 +318,19 @@ class Network:
                                  weight_decay)
         schedule = make_schedule(schedule)
         X, labels, targets = self._check_Xy(X, y)
+        weights = self._check_weights(sample_weight, class_weight, labels, X.shape[0])
+        bar = _progress_bar() if progress else None
         val = None
         if isinstance(validation_split, bool) or not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
         if validation_data is not None and validation_split:
             raise ValueError("give validation_data or validation_split, not both")
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
-            val = self._check_Xy(*validation_data, names=("X_val", "y_val"))
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, w_val)")
+            val = self._check_Xy(*validation_data[:2], names=("X_val", "y_val"))
+            w_val = validation_data[2] if len(validation_data) == 3 else None
+            val = val + (self._check_weights(w_val, None, val[1], val[0].shape[0], "w_val"),)
         elif validation_split:
             n_val = int(round(validation_split * X.shape[0]))
             if n_val < 1 or n_val >= X.shape[0]:
@@ -254,10 +339,14 @@ class Network:
             order = np.random.default_rng(split_seed(self._seed_entropy)).permutation(X.shape[0])
             held, kept = np.sort(order[:n_val]), np.sort(order[n_val:])
             val = (X[held], labels[held] if labels.size else labels,
-                   targets[held] if targets.size else targets)
+                   targets[held] if targets.size else targets,
+                   weights[held] if weights.size else weights)
             X = X[kept]
             labels = labels[kept] if labels.size else labels
             targets = targets[kept] if targets.size else targets
+            weights = weights[kept] if weights.size else weights
+            if weights.size and not weights.sum() > 0:
+                raise ValueError("the training rows' sample weights sum to 0")
         if early_stopping:
             if val is None:
                 raise ValueError("early_stopping needs validation_data or validation_split")
@@ -283,7 +372,12 @@ class Network:
         batch_X = np.empty((batch, self.n_features), dtype=self.dtype)
         batch_labels = np.empty(batch if labels.size else 0, dtype=np.int32)
         batch_targets = np.empty((batch if targets.size else 0, self.n_outputs), dtype=self.dtype)
+        batch_weights = np.empty(batch if weights.size else 0, dtype=self.dtype)
         order = np.arange(n, dtype=np.intp)
+        # With a progress bar, an epoch runs as ~100 calls of whole batches
+        # (the same batches, in the same order, so the same result).
+        n_batches = -(-n // batch)
+        span = n if bar is None else batch * max(1, n_batches // 100)
         run = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
                "schedule": schedule.config(), "validation_split": validation_split,
                "early_stopping": bool(early_stopping), "patience": patience,
@@ -299,13 +393,25 @@ class Network:
             start = time.perf_counter()
             if shuffle:
                 order[:] = self._shuffle_rng.permutation(n)
-            loss, correct, seen, opt.step = _engine.train_epoch(
-                self._parameters, self._gradients, self._layout, X, labels, targets, order,
-                work, batch_X, batch_labels, batch_targets,
-                opt.kind, rate, momentum_, beta1, beta2, eps, opt.weight_decay, opt.step,
-                state1, state2)
-            record = {"epoch": epoch, "loss": loss / seen}
-            if self.output == "softmax":
+            loss = weight = 0.0
+            correct = seen = 0
+            epoch_bar = bar(n, epoch, epochs) if bar is not None else None
+            for begin in range(0, n, span):
+                part = _engine.train_epoch(
+                    self._parameters, self._gradients, self._layout, X, labels, targets,
+                    weights, order[begin:begin + span], work, batch_X, batch_labels,
+                    batch_targets, batch_weights, self._dropout_key, self._batches_done,
+                    opt.kind, rate, momentum_, beta1, beta2, eps, opt.weight_decay, opt.step,
+                    state1, state2)
+                loss, weight = loss + part[0], weight + part[1]
+                correct, seen = correct + part[2], seen + part[3]
+                opt.step, self._batches_done = part[4], part[5]
+                if epoch_bar is not None:
+                    epoch_bar.update(part[3])
+            if epoch_bar is not None:
+                epoch_bar.close()
+            record = {"epoch": epoch, "loss": loss / weight if weight else 0.0}
+            if self.output != "identity":
                 record["accuracy"] = correct / seen
             record["lr"] = rate
             record["seconds"] = time.perf_counter() - start
@@ -327,6 +433,34 @@ class Network:
             self._parameters[:] = stopper.best_params
             history.best_epoch = stopper.best_epoch
         return history
+
+    def partial_fit(self, X, y, sample_weight=None, class_weight=None, batch_size=128,
+                    optimizer=None, lr=None, shuffle=True):
+        """One pass over (X, y), continuing the network's training state.
+
+        For data that arrives in pieces (streams, data too large for
+        memory). The network's optimizer and its state (momentum, Adam
+        moments, step count), the shuffling stream and the dropout stream
+        all carry on from the previous fit/partial_fit, so calling
+        partial_fit on the pieces of an epoch is plain mini-batch training.
+        The first call creates the optimizer from `optimizer`/`lr` (default:
+        SGD at lr 0.1); later, `lr` changes its rate in place (state kept)
+        and `optimizer` replaces it. Returns the pass's record: ``loss``
+        (and ``accuracy``) over the batches, measured before each update,
+        and ``seconds``.
+        """
+        if optimizer is None and self.optimizer is not None:
+            opt = self.optimizer
+            if lr is not None:
+                opt.lr = positive_float(lr, "lr")
+        else:
+            opt = make_optimizer("sgd" if optimizer is None else optimizer, lr)
+        history = self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=opt,
+                           shuffle=shuffle, sample_weight=sample_weight,
+                           class_weight=class_weight, verbose=0)
+        record = dict(history.records[0])
+        del record["epoch"]
+        return record
 
     def _checkpoint_fields(self, epoch, run, history):
         return {
@@ -385,10 +519,14 @@ class Network:
 
     # ------------------------------------------------------- persistence ----
 
-    def save(self, path):
+    def save(self, path, history=None):
         """Write the model (and its optimizer's state) to `path` (.npz, no pickle),
-        atomically."""
-        self._write(path, {})
+        atomically. A History given is stored too (`load_history` reads it;
+        `cmlp plot` draws it)."""
+        if history is not None and not isinstance(history, History):
+            raise TypeError("history must be a History (as returned by fit)")
+        extra = {} if history is None else {"history": np.array(json.dumps(history.records))}
+        self._write(path, extra)
 
     def _write(self, path, extra):
         path = os.fspath(path)
@@ -400,6 +538,8 @@ class Network:
             "dtype": np.array(self.dtype.name),
             "parameters": self._parameters,
             "seed_entropy": np.array(str(self._seed_entropy)),
+            "dropout": self._dropout[:-1].copy(),
+            "batches_done": np.array(self._batches_done, dtype=np.int64),
             **(self.optimizer.to_arrays() if self.optimizer is not None else {}),
             **extra,
         }
@@ -451,6 +591,12 @@ class Network:
         try:
             if "seed_entropy" in fields:
                 net._seed_entropy = int(str(fields["seed_entropy"]))
+            if "dropout" in fields:
+                net.dropout = fields["dropout"].tolist()
+            if "batches_done" in fields:
+                net._batches_done = int(fields["batches_done"])
+                if net._batches_done < 0:
+                    raise ValueError("negative batch count")
             net.optimizer = Optimizer.from_arrays(fields)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{path!r}: damaged optimizer state: {exc}") from None
@@ -458,6 +604,37 @@ class Network:
                 s.shape != params.shape or s.dtype != net.dtype for s in net.optimizer.state):
             raise ValueError(f"{path!r}: optimizer state does not match the parameters")
         return net, fields
+
+
+def load_history(path):
+    """The History stored in a checkpoint, or in a model saved with a history."""
+    path = os.fspath(path)
+    _, fields = Network._read(path)
+    key = "checkpoint_history" if "checkpoint_history" in fields else "history"
+    if key not in fields:
+        raise ValueError(f"{path!r} holds no training history (save it with "
+                         "net.save(path, history) or train with a checkpoint)")
+    try:
+        history = History()
+        for record in json.loads(str(fields[key])):
+            history.append(record)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path!r}: damaged history: {exc}") from None
+    return history
+
+
+def _progress_bar():
+    """A factory of per-epoch tqdm bars (tqdm is an optional dependency)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        raise ImportError('progress=True shows a progress bar and needs tqdm: '
+                          'pip install "cmlp[progress]" (or pip install tqdm)') from None
+
+    def bar(total, epoch, epochs):
+        return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="sample",
+                    unit_scale=True, leave=False, mininterval=0.2)
+    return bar
 
 
 class _EarlyStopping:

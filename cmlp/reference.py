@@ -15,8 +15,12 @@ Math, with m rows in the batch and W of shape (n_in, n_out):
 Nothing here is tuned for speed.
 """
 import numpy as np
+from scipy.special import erfc, expit
 
-from cmlp._layout import check_architecture, init_params, offsets, shuffle_seed
+from cmlp._layout import (check_architecture, check_dropout, dropout_key, init_params, offsets,
+                          shuffle_seed)
+
+LEAKY_SLOPE = 0.01
 
 
 # ---------------------------------------------------------------- kernels ----
@@ -53,11 +57,68 @@ def tanh_backward(a, da):
 
 
 def sigmoid_forward(z):
-    return 1 / (1 + np.exp(-z))
+    return expit(z)
 
 
 def sigmoid_backward(a, da):
     return da * a * (1 - a)
+
+
+def leaky_relu_forward(z):
+    return np.where(z > 0, z, np.asarray(LEAKY_SLOPE, dtype=z.dtype) * z)
+
+
+def leaky_relu_backward(a, da):
+    return np.where(a > 0, da, np.asarray(LEAKY_SLOPE, dtype=da.dtype) * da)
+
+
+def gelu_forward(z):
+    return 0.5 * z * erfc(-z / np.sqrt(2.0)).astype(z.dtype)
+
+
+def gelu_backward(z, da):
+    z64 = z.astype(np.float64)
+    slope = 0.5 * erfc(-z64 / np.sqrt(2.0)) + z64 * np.exp(-0.5 * z64 * z64) / np.sqrt(2 * np.pi)
+    return da * slope.astype(da.dtype)
+
+
+# Dropout: counter-based SplitMix64, so masks depend on (key, step, layer,
+# index) only. uint64 array arithmetic wraps modulo 2^64, as in C.
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK64 = 2**64 - 1
+
+
+def _mix64(z):
+    """SplitMix64's output function on a uint64 array."""
+    z = np.asarray(z, dtype=np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _mix64_int(x):
+    # On a one-element array: NumPy warns of (intended) wraparound in scalar math.
+    return int(_mix64(np.array([x & _MASK64], dtype=np.uint64))[0])
+
+
+def dropout_seed(key, step, layer):
+    return _mix64_int(_mix64_int(key + step * _GOLDEN) + layer)
+
+
+def dropout_forward(a, rate, seed):
+    """(out, mask): value i is dropped when the top 53 bits of the i-th
+    SplitMix64 output of `seed` are below rate * 2^53; kept values are
+    scaled by 1 / (1 - rate)."""
+    n = a.size
+    counters = (np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(_GOLDEN))
+    keep = (_mix64(counters) >> np.uint64(11)) >= np.uint64(int(rate * 2.0**53))
+    scale = np.asarray(1.0 / (1.0 - rate), dtype=a.dtype)
+    mask = np.where(keep, scale, np.asarray(0, dtype=a.dtype)).reshape(a.shape)
+    return np.where(mask != 0, a * scale, np.asarray(0, dtype=a.dtype)), mask
+
+
+def dropout_backward(mask, dout):
+    return dout * mask
 
 
 def softmax_forward(z):
@@ -70,28 +131,59 @@ def _log_softmax(z):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def softmax_xent_loss(z, labels):
+def _row_shares(sample_weight, m, dtype):
+    """Each row's share of the batch mean: 1/m, or w_i / sum(w) (0 if sum(w) = 0)."""
+    if sample_weight is None:
+        return np.full(m, 1, dtype=dtype) / np.asarray(m, dtype=dtype)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    total = w.sum()
+    return (w / total if total else np.zeros(m)).astype(dtype)
+
+
+def _weighted_sum(row_losses, sample_weight):
+    if sample_weight is None:
+        return float(row_losses.sum())
+    return float((np.asarray(sample_weight, dtype=np.float64) * row_losses).sum())
+
+
+def softmax_xent_loss(z, labels, sample_weight=None):
     rows = np.arange(z.shape[0])
-    loss = -_log_softmax(z.astype(np.float64))[rows, labels].sum()
-    return float(loss), int((z.argmax(axis=1) == labels).sum())
+    losses = -_log_softmax(z.astype(np.float64))[rows, labels]
+    return _weighted_sum(losses, sample_weight), int((z.argmax(axis=1) == labels).sum())
 
 
-def softmax_xent_backward(z, labels):
+def softmax_xent_backward(z, labels, sample_weight=None):
     m = z.shape[0]
     onehot = np.zeros_like(z)
     onehot[np.arange(m), labels] = 1
-    dz = (softmax_forward(z) - onehot) / np.asarray(m, dtype=z.dtype)
-    return (dz,) + softmax_xent_loss(z, labels)
+    dz = (softmax_forward(z) - onehot) * _row_shares(sample_weight, m, z.dtype)[:, None]
+    return (dz,) + softmax_xent_loss(z, labels, sample_weight)
 
 
-def mse_loss(yhat, y):
+def mse_loss(yhat, y, sample_weight=None):
     r = (yhat - y).astype(np.float64)
-    return float(0.5 * (r * r).sum())
+    return 0.5 * _weighted_sum((r * r).sum(axis=1), sample_weight)
 
 
-def mse_backward(yhat, y):
+def mse_backward(yhat, y, sample_weight=None):
     m = y.shape[0]
-    return (yhat - y) / np.asarray(m, dtype=y.dtype), mse_loss(yhat, y)
+    dz = (yhat - y) * _row_shares(sample_weight, m, y.dtype)[:, None]
+    return dz, mse_loss(yhat, y, sample_weight)
+
+
+def sigmoid_bce_loss(z, y, sample_weight=None):
+    """Binary cross-entropy from logits, softplus(z) - y z, summed per row;
+    a hit is a row with every label right."""
+    z64, y64 = z.astype(np.float64), y.astype(np.float64)
+    losses = (np.logaddexp(0, z64) - y64 * z64).sum(axis=1)
+    hits = int(((z > 0) == (y > 0.5)).all(axis=1).sum())
+    return _weighted_sum(losses, sample_weight), hits
+
+
+def sigmoid_bce_backward(z, y, sample_weight=None):
+    m = y.shape[0]
+    dz = (sigmoid_forward(z) - y) * _row_shares(sample_weight, m, y.dtype)[:, None]
+    return (dz,) + sigmoid_bce_loss(z, y, sample_weight)
 
 
 def sgd_update(params, grads, lr):
@@ -119,10 +211,13 @@ def adam_update(params, m, v, grads, lr, beta1, beta2, eps, t):
     return params - np.asarray(lr, dtype=dt) * m_hat / (np.sqrt(v_hat) + np.asarray(eps, dtype=dt)), m, v
 
 
-_FORWARD = {"identity": lambda z: z, "relu": relu_forward,
-            "tanh": tanh_forward, "sigmoid": sigmoid_forward}
-_BACKWARD = {"identity": lambda a, da: da, "relu": relu_backward,
-             "tanh": tanh_backward, "sigmoid": sigmoid_backward}
+_FORWARD = {"identity": lambda z: z, "relu": relu_forward, "tanh": tanh_forward,
+            "sigmoid": sigmoid_forward, "leaky_relu": leaky_relu_forward,
+            "gelu": gelu_forward}
+# Each takes (a, da), except gelu, which takes (z, da).
+_BACKWARD = {"identity": lambda a, da: da, "relu": relu_backward, "tanh": tanh_backward,
+             "sigmoid": sigmoid_backward, "leaky_relu": leaky_relu_backward,
+             "gelu": gelu_backward}
 
 
 # ---------------------------------------------------------------- network ----
@@ -131,58 +226,89 @@ class ReferenceNetwork:
     """The same MLP as cmlp.Network, in plain NumPy, layer by layer.
 
     Same constructor arguments and, for the same seed, the same initial
-    weights and the same mini-batch order as cmlp.Network.
+    weights, the same mini-batch order and the same dropout masks as
+    cmlp.Network.
     """
 
-    def __init__(self, sizes, activation="relu", output="softmax", dtype="float32", seed=None):
+    def __init__(self, sizes, activation="relu", output="softmax", dtype="float32", seed=None,
+                 dropout=0.0):
         self.sizes, self.activations, self.output, self.dtype = check_architecture(
             sizes, activation, output, dtype)
+        self.dropout = check_dropout(dropout, len(self.sizes) - 2)
         flat = init_params(self.sizes, self.activations, seed, self.dtype)
         w_off, b_off, _ = offsets(self.sizes)
         pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
         self.weights = [flat[w:w + i * o].reshape(i, o).copy() for w, (i, o) in zip(w_off, pairs)]
         self.biases = [flat[b:b + o].copy() for b, (_, o) in zip(b_off, pairs)]
         self._shuffle_rng = np.random.default_rng(shuffle_seed(seed))
+        self.dropout_key = dropout_key(np.random.SeedSequence(seed).entropy)
+        self.batches_done = 0
 
-    def _forward_all(self, X):
-        """Every layer's output a_0 = X, a_1, ..., a_L (raw outputs last)."""
-        acts = [np.asarray(X, dtype=self.dtype)]
-        names = self.activations + ["identity"]
-        for W, b, name in zip(self.weights, self.biases, names):
-            acts.append(_FORWARD[name](linear_forward(acts[-1], W, b)))
-        return acts
+    def _forward_all(self, X, train=False, step=0):
+        """(inputs, saved, masks): inputs[l] is layer l's input (X first) and
+        inputs[L] the raw outputs; saved[l] what hidden layer l's derivative
+        needs (z for gelu, else a); masks[l] its dropout mask or None."""
+        inputs, saved, masks = [np.asarray(X, dtype=self.dtype)], [], []
+        L = len(self.weights)
+        for l, (W, b) in enumerate(zip(self.weights, self.biases)):
+            z = linear_forward(inputs[-1], W, b)
+            if l == L - 1:
+                inputs.append(z)
+                break
+            name = self.activations[l]
+            a = _FORWARD[name](z)
+            saved.append(z if name == "gelu" else a)
+            mask = None
+            if train and self.dropout[l] > 0:
+                a, mask = dropout_forward(a, self.dropout[l],
+                                          dropout_seed(self.dropout_key, step, l))
+            masks.append(mask)
+            inputs.append(a)
+        return inputs, saved, masks
 
     def forward(self, X):
-        raw = self._forward_all(X)[-1]
-        return softmax_forward(raw) if self.output == "softmax" else raw
-
-    def loss(self, X, y):
-        raw = self._forward_all(X)[-1]
-        m = raw.shape[0]
+        raw = self._forward_all(X)[0][-1]
         if self.output == "softmax":
-            return softmax_xent_loss(raw, y)[0] / m
-        return mse_loss(raw, np.asarray(y, dtype=self.dtype).reshape(raw.shape)) / m
+            return softmax_forward(raw)
+        return sigmoid_forward(raw) if self.output == "sigmoid" else raw
 
-    def gradients(self, X, y):
-        """(mean loss, [dW per layer], [db per layer])."""
-        acts = self._forward_all(X)
-        m = acts[-1].shape[0]
+    def _loss_backward(self, raw, y, sample_weight):
         if self.output == "softmax":
-            dz, loss, _ = softmax_xent_backward(acts[-1], np.asarray(y))
-        else:
-            target = np.asarray(y, dtype=self.dtype).reshape(acts[-1].shape)
-            dz, loss = mse_backward(acts[-1], target)
+            dz, loss, _ = softmax_xent_backward(raw, np.asarray(y), sample_weight)
+            return dz, loss
+        target = np.asarray(y, dtype=self.dtype).reshape(raw.shape)
+        if self.output == "sigmoid":
+            dz, loss, _ = sigmoid_bce_backward(raw, target, sample_weight)
+            return dz, loss
+        return mse_backward(raw, target, sample_weight)
+
+    def loss(self, X, y, sample_weight=None):
+        """The (weighted) mean loss, without dropout."""
+        raw = self._forward_all(X)[0][-1]
+        total = raw.shape[0] if sample_weight is None else float(np.sum(sample_weight))
+        return self._loss_backward(raw, y, sample_weight)[1] / total
+
+    def gradients(self, X, y, sample_weight=None, train=False, step=0):
+        """(mean loss, [dW per layer], [db per layer]); with train, dropout
+        uses the masks of training step `step`."""
+        inputs, saved, masks = self._forward_all(X, train, step)
+        m = inputs[-1].shape[0]
+        dz, loss = self._loss_backward(inputs[-1], y, sample_weight)
         dWs, dbs = [], []
         for l in range(len(self.weights) - 1, -1, -1):
-            da_prev, dW, db = linear_backward(dz, acts[l], self.weights[l])
+            da_prev, dW, db = linear_backward(dz, inputs[l], self.weights[l])
             dWs.insert(0, dW)
             dbs.insert(0, db)
             if l > 0:
-                dz = _BACKWARD[self.activations[l - 1]](acts[l], da_prev)
-        return loss / m, dWs, dbs
+                if masks[l - 1] is not None:
+                    da_prev = dropout_backward(masks[l - 1], da_prev)
+                dz = _BACKWARD[self.activations[l - 1]](saved[l - 1], da_prev)
+        total = m if sample_weight is None else float(np.sum(sample_weight))
+        return loss / total, dWs, dbs
 
-    def sgd_step(self, X, y, lr):
-        loss, dWs, dbs = self.gradients(X, y)
+    def sgd_step(self, X, y, lr, sample_weight=None):
+        """One training step of plain SGD (dropout on, as in training)."""
+        loss, dWs, dbs = self._train_gradients(X, y, sample_weight)
         self.weights = [sgd_update(W, dW, lr) for W, dW in zip(self.weights, dWs)]
         self.biases = [sgd_update(b, db, lr) for b, db in zip(self.biases, dbs)]
         return loss
@@ -196,10 +322,16 @@ class ReferenceNetwork:
         self.weights = [flat[w:w + i * o].reshape(i, o).copy() for w, (i, o) in zip(w_off, pairs)]
         self.biases = [flat[b:b + o].copy() for b, (_, o) in zip(b_off, pairs)]
 
-    def optimizer_step(self, X, y, optimizer, lr, state):
+    def _train_gradients(self, X, y, sample_weight):
+        # Dropout masks are numbered by the batches trained, as in Network.fit.
+        result = self.gradients(X, y, sample_weight, train=True, step=self.batches_done)
+        self.batches_done += 1
+        return result
+
+    def optimizer_step(self, X, y, optimizer, lr, state, sample_weight=None):
         """One step of `optimizer` (a cmlp.optimizers object, read for its
         settings only) at rate lr; `state` is a dict this method keeps."""
-        loss, dWs, dbs = self.gradients(X, y)
+        loss, dWs, dbs = self._train_gradients(X, y, sample_weight)
         if optimizer.weight_decay:
             dWs = [l2_grad(dW, W, optimizer.weight_decay) for dW, W in zip(dWs, self.weights)]
         params, grads = self._flat(self.weights, self.biases), self._flat(dWs, dbs)
@@ -220,11 +352,12 @@ class ReferenceNetwork:
         return loss
 
     def fit(self, X, y, epochs=1, batch_size=128, lr=0.1, shuffle=True, optimizer=None,
-            schedule=None):
+            schedule=None, sample_weight=None):
         """Mini-batch training, visiting rows in cmlp.Network.fit's order.
 
         optimizer: a cmlp.optimizers object (default plain SGD at lr);
-        schedule: a cmlp.schedules object (default constant).
+        schedule: a cmlp.schedules object (default constant). Returns the
+        per-epoch (weighted) mean training losses.
         """
         from cmlp.optimizers import SGD
         from cmlp.schedules import Constant
@@ -234,6 +367,7 @@ class ReferenceNetwork:
         X = np.asarray(X, dtype=self.dtype)
         y = np.asarray(y)
         n = X.shape[0]
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=self.dtype)
         losses = []
         for epoch in range(epochs):
             rate = schedule(epoch, epochs, optimizer.lr)
@@ -241,6 +375,8 @@ class ReferenceNetwork:
             total = 0.0
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
-                total += self.optimizer_step(X[idx], y[idx], optimizer, rate, state) * len(idx)
-            losses.append(total / n)
+                w_batch = None if w is None else w[idx]
+                mean = self.optimizer_step(X[idx], y[idx], optimizer, rate, state, w_batch)
+                total += mean * (len(idx) if w is None else float(w_batch.astype(np.float64).sum()))
+            losses.append(total / (n if w is None else float(w.astype(np.float64).sum())))
         return losses

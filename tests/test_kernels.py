@@ -67,16 +67,74 @@ def test_linear_forward_with_sparse_input(dtype, m):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid", "leaky_relu", "gelu"])
 def test_activation_pair(dtype, name):
     rng = np.random.default_rng(1)
     z = rand(rng, 37, 11, dtype=dtype, scale=3.0)
-    z[0, :3] = 0   # relu's kink: derivative 0 at exactly 0 in both
+    z[0, :3] = 0   # the ReLU family's kink: the same convention at exactly 0 in both
+    z[1, :2] = [-40, 40]
     a = getattr(kernels, name + "_forward")(z)
     assert_close(a, getattr(reference, name + "_forward")(z), dtype)
     da = rand(rng, 37, 11, dtype=dtype)
-    dz = getattr(kernels, name + "_backward")(a, da)
-    assert_close(dz, getattr(reference, name + "_backward")(a, da), dtype)
+    given = z if name == "gelu" else a     # gelu's derivative needs z itself
+    dz = getattr(kernels, name + "_backward")(given, da)
+    assert_close(dz, getattr(reference, name + "_backward")(given, da), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_new_activations_values(dtype):
+    z = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]], dtype=dtype)
+    np.testing.assert_allclose(kernels.leaky_relu_forward(z), [[-0.02, -0.005, 0, 0.5, 3.0]],
+                               rtol=1e-6)
+    # GELU: z * Phi(z), e.g. gelu(1) = 0.8413447460685429, gelu(-3) = -0.0040496...
+    g = kernels.gelu_forward(np.array([[1.0, -3.0, -10.0]], dtype=dtype))
+    np.testing.assert_allclose(g, [[0.8413447460685429, -0.0040496977282757, -7.619853e-23]],
+                               rtol=1e-5)
+    # Derivatives against central differences of the forward kernels (float64).
+    z = np.linspace(-4, 4, 41).reshape(1, -1) + 0.013
+    for name in ("leaky_relu", "gelu"):
+        fwd, bwd = getattr(kernels, name + "_forward"), getattr(kernels, name + "_backward")
+        numeric = (fwd(z + 1e-6) - fwd(z - 1e-6)) / 2e-6
+        given = z if name == "gelu" else fwd(z)
+        np.testing.assert_allclose(bwd(given, np.ones_like(z)), numeric, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 0.9])
+def test_dropout_matches_reference_exactly(dtype, rate):
+    rng = np.random.default_rng(2)
+    a = rand(rng, 67, 33, dtype=dtype)
+    seed = kernels.dropout_seed(0xDEADBEEFCAFEF00D, 12345, 2)
+    assert seed == reference.dropout_seed(0xDEADBEEFCAFEF00D, 12345, 2)
+    out, mask = kernels.dropout_forward(a, rate, seed)
+    ref_out, ref_mask = reference.dropout_forward(a, rate, seed)
+    np.testing.assert_array_equal(mask, ref_mask)       # the same masks, bit for bit
+    np.testing.assert_array_equal(out, ref_out)
+    assert out.dtype == mask.dtype == dtype
+    dout = rand(rng, 67, 33, dtype=dtype)
+    np.testing.assert_array_equal(kernels.dropout_backward(mask, dout),
+                                  reference.dropout_backward(mask, dout))
+
+
+def test_dropout_statistics_and_streams():
+    a = np.ones((400, 250))
+    out, mask = kernels.dropout_forward(a, 0.3, kernels.dropout_seed(1, 0, 0))
+    kept = (mask != 0).mean()
+    assert abs(kept - 0.7) < 0.005                     # 100k draws: sd 0.0014
+    assert abs(out.mean() - 1.0) < 0.01                # inverted: the mean is kept
+    np.testing.assert_array_equal(out[mask != 0], 1 / 0.7)
+    assert (out[mask == 0] == 0).all()
+    # Different steps, layers and keys give different (uncorrelated) masks.
+    others = [kernels.dropout_forward(a, 0.3, kernels.dropout_seed(*k))[1] != 0
+              for k in ((1, 1, 0), (1, 0, 1), (2, 0, 0))]
+    for other in others:
+        agree = ((mask != 0) == other).mean()
+        assert abs(agree - (0.7**2 + 0.3**2)) < 0.01
+    # Rate 0 keeps everything unchanged.
+    out0, mask0 = kernels.dropout_forward(a, 0.0, 7)
+    np.testing.assert_array_equal(out0, a)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        kernels.dropout_forward(a, 1.0, 7)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -113,6 +171,61 @@ def test_softmax_is_stable_for_huge_logits(dtype):
     assert np.isclose(loss, 1e4 + np.log(3), rtol=1e-6)
     dz, _, _ = kernels.softmax_xent_backward(z, np.array([1, 0]))
     assert np.isfinite(dz).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", ["softmax_xent", "mse", "sigmoid_bce"])
+def test_weighted_losses(dtype, loss):
+    rng = np.random.default_rng(8)
+    m, k = 19, 5
+    z = rand(rng, m, k, dtype=dtype, scale=3.0)
+    if loss == "softmax_xent":
+        y = rng.integers(0, k, m)
+    elif loss == "mse":
+        y = rand(rng, m, k, dtype=dtype)
+    else:
+        y = (rng.random((m, k)) < 0.4).astype(dtype)
+    w = rng.random(m).astype(dtype) * 3
+    w[2] = 0
+    for weights in (None, w):
+        got = getattr(kernels, loss + "_backward")(z, y, weights)
+        want = getattr(reference, loss + "_backward")(z, y, weights)
+        assert_close(got[0], want[0], dtype)
+        assert_close(got[1], want[1], dtype)
+        assert got[2:] == want[2:]                    # hit counts
+        lone = getattr(kernels, loss + "_loss")(z, y, weights)
+        lone = lone if isinstance(lone, tuple) else (lone,)
+        assert lone[0] == got[1]
+    # Unit weights are the unweighted mean; integer weights repeat rows.
+    ones = getattr(kernels, loss + "_backward")(z, y, np.ones(m, dtype=dtype))
+    plain = getattr(kernels, loss + "_backward")(z, y)
+    assert_close(ones[0], plain[0], dtype)
+    counts = np.array([1, 2, 0, 3] + [1] * (m - 4))
+    rows = np.repeat(np.arange(m), counts)
+    weighted = getattr(kernels, loss + "_backward")(z, y, counts.astype(dtype))
+    repeated = getattr(kernels, loss + "_backward")(z[rows], y[rows])
+    summed = np.zeros_like(z)
+    np.add.at(summed, rows, repeated[0])
+    assert_close(weighted[0], summed, dtype)
+    assert_close(weighted[1], repeated[1], dtype)
+    # A batch whose weights are all 0 learns nothing (and does not divide by 0).
+    zero = getattr(kernels, loss + "_backward")(z, y, np.zeros(m, dtype=dtype))
+    assert (zero[0] == 0).all()
+    with pytest.raises(ValueError, match="sample_weight"):
+        getattr(kernels, loss + "_backward")(z, y, -w)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_bce_is_stable_for_huge_logits(dtype):
+    z = np.array([[1e4, -1e4, 0.0], [-80.0, 80.0, 3.0]], dtype=dtype)
+    y = np.array([[1, 0, 1], [1, 0, 0]], dtype=dtype)
+    dz, loss, hits = kernels.sigmoid_bce_backward(z, y)
+    assert np.isfinite(dz).all()
+    want = np.log(2) + (80 + 80 + np.log1p(np.exp(-80.0)) * 2) + (3 + np.log1p(np.exp(-3.0)))
+    assert np.isclose(loss, want, rtol=1e-6)
+    assert hits == 0                                   # row 0: z=0 says "no" to a 1
+    _, hits = kernels.sigmoid_bce_loss(z[:1, :2], y[:1, :2])
+    assert hits == 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -219,7 +219,7 @@ def bad_inputs():
         ("fit", (X, y), {"epochs": 2.5}, TypeError, "epochs must be an integer"),
         ("fit", (X, y), {"lr": 0.0}, ValueError, "lr"),
         ("fit", (X, y), {"lr": float("nan")}, ValueError, "lr"),
-        ("fit", (X, y), {"validation_data": (X,)}, ValueError, "pair"),
+        ("fit", (X, y), {"validation_data": (X,)}, ValueError, "X_val, y_val"),
         ("fit", (X, y), {"validation_data": (X[:, :2], y)}, ValueError, "X_val has 2 features"),
     ]
 

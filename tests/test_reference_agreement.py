@@ -9,8 +9,8 @@ from cmlp import Network
 from cmlp.reference import ReferenceNetwork
 from conftest import assert_close
 
-ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity"]
-OUTPUTS = ["softmax", "identity"]
+ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity", "leaky_relu", "gelu"]
+OUTPUTS = ["softmax", "identity", "sigmoid"]
 DTYPES = ["float64", "float32"]
 SIZES = [13, 16, 8, 5]
 CASES = list(itertools.product(ACTIVATIONS, OUTPUTS, DTYPES))
@@ -28,13 +28,18 @@ def assert_tracks(history, ref_losses, net, ref, dtype):
 def data(output, n=40, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, SIZES[0]))
-    y = rng.integers(0, SIZES[-1], n) if output == "softmax" else rng.standard_normal((n, SIZES[-1]))
+    if output == "softmax":
+        y = rng.integers(0, SIZES[-1], n)
+    elif output == "sigmoid":
+        y = (rng.random((n, SIZES[-1])) < 0.4).astype(np.float64)
+    else:
+        y = rng.standard_normal((n, SIZES[-1]))
     return X, y
 
 
-def pair(activation, output, dtype, seed=3):
-    return (Network(SIZES, activation, output, dtype, seed=seed),
-            ReferenceNetwork(SIZES, activation, output, dtype, seed=seed))
+def pair(activation, output, dtype, seed=3, dropout=0.0):
+    return (Network(SIZES, activation, output, dtype, seed=seed, dropout=dropout),
+            ReferenceNetwork(SIZES, activation, output, dtype, seed=seed, dropout=dropout))
 
 
 @pytest.mark.parametrize("activation,output,dtype", CASES)
@@ -106,3 +111,73 @@ def test_online_sgd_batch_1_tracks_reference(dtype, activation):
     X[np.random.default_rng(0).random(X.shape) < 0.5] = 0
     history = net.fit(X, y, epochs=2, batch_size=1, lr=0.02, verbose=0)
     assert_tracks(history, ref.fit(X, y, epochs=2, batch_size=1, lr=0.02), net, ref, dtype)
+
+
+def flat_gradients(dWs, dbs):
+    return [g for pair_ in zip(dWs, dbs) for g in pair_]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+def test_dropout_gradients_match_reference(dtype, activation):
+    """One training-mode pass: the same masks, so the same gradients."""
+    from cmlp import _engine
+    net, ref = pair(activation, "softmax", dtype, dropout=[0.5, 0.25])
+    X, y = data("softmax", n=23)
+    X_, labels, targets = net._check_Xy(X, y)
+    weights = np.empty(0, dtype=net.dtype)
+    for step in (0, 7):
+        loss, _ = _engine.loss_and_gradients(net.parameters, net._gradients, net._layout, X_,
+                                             labels, targets, weights, net._workspace(23),
+                                             True, net._dropout_key, step)
+        ref.dropout_key = net._dropout_key
+        ref_loss, ref_dWs, ref_dbs = ref.gradients(X, y, train=True, step=step)
+        assert_close(loss / 23, ref_loss, dtype)
+        got = net._views(net._gradients) + net._views(net._gradients, biases=True)
+        for g, w in zip(got, ref_dWs + ref_dbs):
+            assert_close(g, w, dtype)
+    # Without train, dropout does nothing: the deterministic gradients.
+    plain = Network(SIZES, activation, "softmax", dtype, seed=3)
+    for g, w in zip(net.gradients(X, y)[1], plain.gradients(X, y)[1]):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_training_with_dropout_tracks_reference(dtype, batch_size):
+    net, ref = pair("relu", "softmax", dtype, seed=8, dropout=0.3)
+    ref.dropout_key = net._dropout_key      # both derive it from seed 8
+    X, y = data("softmax", n=96, seed=1)
+    history = net.fit(X, y, epochs=3, batch_size=batch_size, lr=0.05, verbose=0)
+    assert_tracks(history, ref.fit(X, y, epochs=3, batch_size=batch_size, lr=0.05),
+                  net, ref, dtype)
+    assert net._batches_done == ref.batches_done == 3 * -(-96 // batch_size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_weighted_training_tracks_reference(dtype, output):
+    from cmlp.optimizers import Adam
+    net, ref = pair("tanh", output, dtype, seed=4)
+    X, y = data(output, n=77, seed=6)
+    w = np.random.default_rng(3).random(77) * 2
+    history = net.fit(X, y, epochs=3, batch_size=10, optimizer=Adam(lr=0.01), sample_weight=w,
+                      verbose=0)
+    ref_losses = ref.fit(X, y, epochs=3, batch_size=10, optimizer=Adam(lr=0.01),
+                         sample_weight=w)
+    assert_tracks(history, ref_losses, net, ref, dtype)
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_weighted_gradients_are_repeated_rows(output):
+    """Integer sample weights equal repeating rows (float64, full batch)."""
+    net = Network(SIZES, "gelu", output, "float64", seed=2)
+    X, y = data(output, n=15, seed=5)
+    counts = np.array([0, 1, 2, 3, 1, 1, 4, 1, 1, 0, 2, 1, 1, 1, 1])
+    rows = np.repeat(np.arange(15), counts)
+    loss, dWs, dbs = net.gradients(X, y, sample_weight=counts)
+    loss_r, dWs_r, dbs_r = net.gradients(X[rows], y[rows])
+    assert_close(loss, loss_r, np.float64)
+    for g, w in zip(dWs + dbs, dWs_r + dbs_r):
+        assert_close(g, w, np.float64)
+    assert_close(net.evaluate(X, y, sample_weight=counts)["loss"], loss_r, np.float64)
