@@ -15,7 +15,8 @@ except ImportError as exc:       # pragma: no cover - depends on how it was inst
         f"with 'pip install -e .' ({exc})") from exc
 
 from cmlp.history import History
-from cmlp.network import Network
+from cmlp.network import Network, load_history
+from cmlp.optimizers import SGD, Adam
 
-__all__ = ["Network", "History"]
+__all__ = ["Network", "History", "load_history", "SGD", "Adam"]
 __version__ = "0.1.0"

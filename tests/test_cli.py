@@ -64,6 +64,8 @@ def test_options_and_environment_data(mnist_path, capsys, monkeypatch):
     (["train", "--hidden", "12,x"], "--hidden takes comma-separated integers"),
     (["train", "--epochs", "-2"], "--epochs: must be >= 0"),
     (["train", "--dtype", "float16"], "invalid choice"),
+    (["train", "--dropout", "1"], "--dropout: must be in [0, 1)"),
+    (["plot", "/no/such/model.npz"], "no model file"),
     (["train", "--bogus"], "unrecognized arguments"),
     (["fly"], "invalid choice"),
     ([], "required"),
@@ -98,7 +100,7 @@ def test_killed_run_resumes_bit_identical(mnist_path, tmp_path):
     import signal
     import time
     options = ["--data", mnist_path, "--hidden", "32", "--epochs", "6", "--optimizer", "adam",
-               "--schedule", "cosine", "--weight-decay", "1e-4"]
+               "--schedule", "cosine", "--weight-decay", "1e-4", "--dropout", "0.2"]
     whole = tmp_path / "whole.npz"
     assert run("train", *options, "--save", str(whole)).returncode == 0
 
@@ -122,6 +124,7 @@ def test_killed_run_resumes_bit_identical(mnist_path, tmp_path):
     assert len([l for l in result.stdout.splitlines() if l.startswith("epoch ")]) == 6 - done
     np.testing.assert_array_equal(Network.load(resumed).parameters,
                                   Network.load(whole).parameters)
+    assert Network.load(resumed).dropout == [0.2]
 
 
 def test_resume_needs_a_cli_checkpoint(tmp_path):
@@ -158,3 +161,23 @@ def test_early_stopping_holds_out_training_data(mnist_path):
     assert 3 <= len(epochs) < 40 and all(" val acc " in l for l in epochs)
     assert re.search(r"kept the weights of epoch \d+ \(best val loss\)", result.stdout)
     assert re.fullmatch(r"test accuracy: 0\.\d{4}", result.stdout.strip().splitlines()[-1])
+
+
+def test_dropout_plot_progress_and_cmlp_plot(mnist_path, tmp_path):
+    model, png = tmp_path / "m.npz", tmp_path / "train.png"
+    result = run("train", "--data", mnist_path, "--hidden", "64", "--activation", "gelu",
+                 "--epochs", "2", "--dropout", "0.2", "--progress", "--save", str(model),
+                 "--plot", str(png))
+    assert result.returncode == 0, result.stderr
+    assert "dropout=0.2" in result.stdout and f"plotted {png}" in result.stdout
+    assert "epoch 1/2" in result.stderr            # the progress bar
+    assert float(result.stdout.strip().splitlines()[-1].split(": ")[1]) > 0.9
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    out = tmp_path / "again.png"
+    result = run("plot", str(model), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"plotted 2 epochs of {model} to {out}" in result.stdout
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    Network([784, 10]).save(tmp_path / "bare.npz")
+    result = run("plot", str(tmp_path / "bare.npz"))
+    assert result.returncode == 2 and "no training history" in result.stderr
