@@ -270,7 +270,8 @@ class Network:
 
         Each epoch runs entirely in C without the GIL. With ``shuffle`` the
         rows are visited in a fresh random order each epoch, drawn from the
-        network's seed.
+        network's seed. Dropout, if the network has it (``dropout=`` in the
+        constructor), applies to every training batch.
 
         optimizer : None, "sgd", "momentum", "nesterov", "adam" or an Optimizer
             None continues the network's current optimizer (and its state)
@@ -475,8 +476,8 @@ class Network:
         """Resume a run that fit(..., checkpoint=path) was writing.
 
         Returns (network, fit_kwargs): call ``network.fit(X, y, **fit_kwargs)``
-        with the same data (and the same validation_data, if the run had
-        one) to continue where the run stopped; the result is bit-identical
+        with the same data (and the same validation_data, sample_weight and
+        class_weight, if the run had them) to continue where the run stopped; the result is bit-identical
         to the run that was never interrupted. fit_kwargs also
         holds the run's ``checkpoint_metadata`` (e.g. the CLI's arguments).
         """
@@ -599,7 +600,7 @@ class Network:
                     raise ValueError("negative batch count")
             net.optimizer = Optimizer.from_arrays(fields)
         except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"{path!r}: damaged optimizer state: {exc}") from None
+            raise ValueError(f"{path!r}: damaged training state: {exc}") from None
         if net.optimizer is not None and any(
                 s.shape != params.shape or s.dtype != net.dtype for s in net.optimizer.state):
             raise ValueError(f"{path!r}: optimizer state does not match the parameters")

@@ -181,3 +181,34 @@ def test_weighted_gradients_are_repeated_rows(output):
     for g, w in zip(dWs + dbs, dWs_r + dbs_r):
         assert_close(g, w, np.float64)
     assert_close(net.evaluate(X, y, sample_weight=counts)["loss"], loss_r, np.float64)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
+def test_dropout_gradients_match_finite_differences(activation):
+    """With its masks fixed (one training step), the dropout loss is a smooth
+    function of the parameters; its gradient must match central differences."""
+    from cmlp import _engine
+    net = Network(SIZES, activation, "softmax", "float64", seed=12, dropout=[0.4, 0.2])
+    X, y = data("softmax", n=12, seed=4)
+    Xc, labels, targets = net._check_Xy(X, y)
+    weights = np.linspace(0.5, 1.5, 12)
+    work = net._workspace(12)
+
+    def loss_and_grad():
+        loss, _ = _engine.loss_and_gradients(net.parameters, net._gradients, net._layout, Xc,
+                                             labels, targets, weights, work, True,
+                                             net._dropout_key, 3)
+        return loss / weights.sum(), net._gradients.copy()
+
+    _, analytic = loss_and_grad()
+    params = net.parameters
+    h = 1e-6
+    for i in np.random.default_rng(1).choice(params.size, size=60, replace=False):
+        saved = params[i]
+        params[i] = saved + h
+        up = loss_and_grad()[0]
+        params[i] = saved - h
+        down = loss_and_grad()[0]
+        params[i] = saved
+        numeric = (up - down) / (2 * h)
+        assert abs(numeric - analytic[i]) <= 1e-6 * max(1.0, abs(numeric)), (i, numeric, analytic[i])
