@@ -49,36 +49,26 @@ def _hidden(text):
     return sizes
 
 
-def _positive(kind):
+def _checked(kind, ok, requirement):
+    """An argparse type: `kind` of the text, which must satisfy `ok`."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
-        if not value > 0 or not np.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {'an int' if kind is int else 'a number'}, "
+                                             f"got {text!r}")
+        if not (ok(value) and np.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
         return value
     return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+def _positive(kind):
+    return _checked(kind, lambda value: value > 0, "> 0")
 
 
-def _rate(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
-    return value
+_non_negative_int = _checked(int, lambda value: value >= 0, ">= 0")
+_rate = _checked(float, lambda value: 0 <= value < 1, "in [0, 1)")
 
 
 def build_parser():
