@@ -15,6 +15,7 @@ from cython cimport floating
 
 from cmlp cimport _kernels as K
 from cmlp cimport _optim as O
+from cmlp._validation import as_sample_weight
 
 __all__ = [
     "linear_forward", "linear_backward", "linear_backward_sgd",
@@ -277,12 +278,7 @@ def _weights(sample_weight, m, dtype):
     """Empty for None, else m finite weights >= 0 as a contiguous array."""
     if sample_weight is None:
         return np.empty(0, dtype=dtype)
-    w = np.ascontiguousarray(sample_weight, dtype=dtype)
-    if w.shape != (m,):
-        raise ValueError(f"sample_weight must have shape ({m},), got {w.shape}")
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("sample_weight must be finite and >= 0")
-    return w
+    return np.ascontiguousarray(as_sample_weight(sample_weight, m), dtype=dtype)
 
 
 cdef inline const floating* _wptr(const floating[::1] w) noexcept nogil:

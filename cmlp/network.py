@@ -346,8 +346,9 @@ class Network:
             labels = labels[kept] if labels.size else labels
             targets = targets[kept] if targets.size else targets
             weights = weights[kept] if weights.size else weights
-            if weights.size and not weights.sum() > 0:
-                raise ValueError("the training rows' sample weights sum to 0")
+            if weights.size and not (weights.sum() > 0 and val[3].sum() > 0):
+                raise ValueError("validation_split leaves training or validation rows whose "
+                                 "sample weights sum to 0")
         if early_stopping:
             if val is None:
                 raise ValueError("early_stopping needs validation_data or validation_split")

@@ -133,6 +133,9 @@ def test_weight_errors():
         ({"class_weight": {0: -1.0}}, ValueError, ">= 0"),
         ({"class_weight": [1, 2, 3]}, TypeError, "dict"),
     ]
+    w = np.zeros(20)
+    w[:1] = 1
+    cases.append(({"sample_weight": w, "validation_split": 0.5}, ValueError, "sum to 0"))
     before = net.parameters.copy()
     for kwargs, exc, match in cases:
         with pytest.raises(exc, match=match):
