@@ -35,7 +35,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from cmlp._kernels cimport (
-    ACT_GELU, OUT_IDENTITY, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
+    ACT_GELU, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
     activation_forward, dropout_backward, dropout_forward, dropout_seed,
     linear_backward, linear_backward_sgd, linear_forward, mse_backward, mse_loss,
     sgd_update, sigmoid_bce_backward, sigmoid_bce_loss, sigmoid_forward,
@@ -92,7 +92,8 @@ cdef inline Py_ssize_t _work_per_row(const Layout* layout) noexcept nogil:
 
 
 cdef inline bint _hands_on_next(const Layout* layout, Py_ssize_t l, bint train) noexcept nogil:
-    # Whether hidden layer l passes on its `next` buffer rather than its slot.
+    # Whether hidden layer l handed on its `next` buffer (rather than its
+    # slot) in forward_pass: the layer below's input in backward_pass.
     return layout.activations[l] == ACT_GELU or (train and layout.dropout[l] > 0)
 
 
@@ -103,7 +104,8 @@ cdef floating* forward_pass(floating* work, const floating* params,
     cdef Py_ssize_t l, n_in, n_out, offset = 0, L = layout.n_layers
     cdef const floating* a_prev = X
     cdef floating* slot = work
-    cdef floating* next_ = work
+    cdef floating* next_
+    cdef floating* a
     cdef floating* mask
     for l in range(L):
         n_in = layout.sizes[l]
@@ -113,23 +115,17 @@ cdef floating* forward_pass(floating* work, const floating* params,
                        params + layout.b_offsets[l], m, n_in, n_out)
         if l == L - 1:
             break                             # raw outputs: the loss takes the logits
-        if _hands_on_next(layout, l, train):
-            next_ = work + m * (layout.act_width + offset)
-            # gelu keeps z in the slot for its derivative; the others keep a.
-            if layout.activations[l] == ACT_GELU:
-                activation_forward(layout.activations[l], next_, slot, m * n_out)
-                a_prev = next_
-            else:
-                activation_forward(layout.activations[l], slot, slot, m * n_out)
-                a_prev = slot
-            if train and layout.dropout[l] > 0:
-                mask = work + m * (layout.act_width + layout.hidden_width + offset)
-                dropout_forward(next_, mask, a_prev, layout.dropout[l],
-                                dropout_seed(dropout_key, step, l), m * n_out)
-                a_prev = next_
-        else:
-            activation_forward(layout.activations[l], slot, slot, m * n_out)
-            a_prev = slot
+        # gelu keeps z in the slot for its derivative and writes a to `next`;
+        # the others overwrite z with a in place.
+        next_ = work + m * (layout.act_width + offset)
+        a = next_ if layout.activations[l] == ACT_GELU else slot
+        activation_forward(layout.activations[l], a, slot, m * n_out)
+        if train and layout.dropout[l] > 0:
+            mask = work + m * (layout.act_width + layout.hidden_width + offset)
+            dropout_forward(next_, mask, a, layout.dropout[l],
+                            dropout_seed(dropout_key, step, l), m * n_out)
+            a = next_
+        a_prev = a
         offset += n_out
     return slot
 
@@ -400,8 +396,8 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
     The batch size is work.shape[0]; the last batch may be smaller. Batch t
     (counting every batch the network has trained, batches_done before this
     call) draws its dropout masks from dropout_seed(dropout_key, t, layer).
-    Returns (weighted loss sum, weight sum, number correct, rows seen,
-    optimizer steps so far, batches done so far), each loss measured before
+    Returns (weighted loss sum, number correct, rows seen, optimizer steps
+    so far, batches done so far), each loss measured before
     its batch's update, with dropout. Raises ValueError if a batch loss is
     non-finite; that batch's update is not applied.
     """
@@ -412,7 +408,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
     cdef bint softmax = layout.c.output == OUT_SOFTMAX
     cdef bint fused = optimizer == OPT_SGD and weight_decay == 0
     cdef bint finite = True
-    cdef double loss, total = 0, weight_total = 0
+    cdef double loss, total = 0
     cdef bint weighted = weights.shape[0] > 0
     cdef floating f_lr = <floating> lr, f_momentum = <floating> momentum
     cdef floating f_beta1 = <floating> beta1, f_beta2 = <floating> beta2
@@ -458,11 +454,6 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
                 finite = False
                 break
             batches_done += 1
-            if weighted:
-                for i in range(m):
-                    weight_total += w[i]
-            else:
-                weight_total += m
             step += 1
             if not fused:
                 _optimizer_step(&params[0], &grads[0], s1, s2, &layout.c, optimizer,
@@ -475,4 +466,4 @@ def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
         raise ValueError(
             f"the training loss became non-finite after {seen} samples of the "
             "epoch; the learning rate is probably too high for this data")
-    return total, weight_total, correct, seen, step, batches_done
+    return total, correct, seen, step, batches_done

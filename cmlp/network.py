@@ -237,8 +237,7 @@ class Network:
         loss, correct = _engine.evaluate(self._parameters, self._layout, X, labels, targets,
                                          weights)
         n = X.shape[0]
-        total = float(weights.sum(dtype=np.float64)) if weights.size else n
-        result = {"loss": loss / total}
+        result = {"loss": loss / _total_weight(weights, n)}
         if self.output != "identity":
             result["accuracy"] = correct / n
         return result
@@ -257,8 +256,7 @@ class Network:
         loss, _ = _engine.loss_and_gradients(self._parameters, self._gradients, self._layout,
                                              X, labels, targets, weights, work)
         grads = self._gradients.copy()
-        total = float(weights.sum(dtype=np.float64)) if weights.size else X.shape[0]
-        return loss / total, list(self._views(grads)), list(self._views(grads, biases=True))
+        return loss / _total_weight(weights, X.shape[0]), list(self._views(grads)), list(self._views(grads, biases=True))
 
     def fit(self, X, y, epochs=10, batch_size=128, lr=None, optimizer=None, momentum=None,
             weight_decay=None, schedule="constant", shuffle=True, sample_weight=None,
@@ -380,6 +378,7 @@ class Network:
         # (the same batches, in the same order, so the same result).
         n_batches = -(-n // batch)
         span = n if bar is None else batch * max(1, n_batches // 100)
+        dropout_key = self._dropout_key
         run = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
                "schedule": schedule.config(), "validation_split": validation_split,
                "early_stopping": bool(early_stopping), "patience": patience,
@@ -395,24 +394,24 @@ class Network:
             start = time.perf_counter()
             if shuffle:
                 order[:] = self._shuffle_rng.permutation(n)
-            loss = weight = 0.0
+            loss = 0.0
             correct = seen = 0
             epoch_bar = bar(n, epoch, epochs) if bar is not None else None
             for begin in range(0, n, span):
                 part = _engine.train_epoch(
                     self._parameters, self._gradients, self._layout, X, labels, targets,
                     weights, order[begin:begin + span], work, batch_X, batch_labels,
-                    batch_targets, batch_weights, self._dropout_key, self._batches_done,
+                    batch_targets, batch_weights, dropout_key, self._batches_done,
                     opt.kind, rate, momentum_, beta1, beta2, eps, opt.weight_decay, opt.step,
                     state1, state2)
-                loss, weight = loss + part[0], weight + part[1]
-                correct, seen = correct + part[2], seen + part[3]
-                opt.step, self._batches_done = part[4], part[5]
+                loss, correct, seen = loss + part[0], correct + part[1], seen + part[2]
+                opt.step, self._batches_done = part[3], part[4]
                 if epoch_bar is not None:
-                    epoch_bar.update(part[3])
+                    epoch_bar.update(part[2])
             if epoch_bar is not None:
                 epoch_bar.close()
-            record = {"epoch": epoch, "loss": loss / weight if weight else 0.0}
+            # Every row is visited once an epoch: the weights' total is known.
+            record = {"epoch": epoch, "loss": loss / _total_weight(weights, seen)}
             if self.output != "identity":
                 record["accuracy"] = correct / seen
             record["lr"] = rate
@@ -606,6 +605,11 @@ class Network:
                 s.shape != params.shape or s.dtype != net.dtype for s in net.optimizer.state):
             raise ValueError(f"{path!r}: optimizer state does not match the parameters")
         return net, fields
+
+
+def _total_weight(weights, n):
+    """The sum of the sample weights (float64), or n when there are none."""
+    return float(weights.sum(dtype=np.float64)) if weights.size else n
 
 
 def load_history(path):
