@@ -24,7 +24,8 @@ DIRECTIVES = {
 # otherwise set errno on a negative input); results are bit-identical.
 COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
 
-MODULES = ["_blas", "_kernels", "_optim", "_engine", "kernels", "_floor"]
+MODULES = ["_blas", "_kernels", "_optim", "_engine", "_stepper", "checked_kernels",
+           "_bench_floor"]
 
 extensions = [
     Extension(

@@ -11,7 +11,7 @@ that all of them see the same machine; its ratios are medians of the
 per-round ratios. Batch 1 runs on a subset and is scaled to the
 full training set (marked *). The GEMM floor is the time of the gemm calls
 alone (3 forward, 3 weight-gradient, 2 input-gradient per mini-batch; see
-cmlp/_floor.pyx), measured in the same run through the same OpenBLAS.
+cmlp/_bench_floor.pyx), measured in the same run through the same OpenBLAS.
 Threads are left at each library's default; the JSON records them.
 
 Prints a Markdown table and writes JSON under bench/results/.
@@ -25,7 +25,7 @@ import numpy as np
 
 from _common import load_data, markdown_table, optional, write_json
 
-from cmlp import Network, _floor
+from cmlp import Network, _bench_floor
 from cmlp.reference import ReferenceNetwork
 
 SIZES = [784, 128, 64, 10]
@@ -101,7 +101,7 @@ def sklearn_system(X, y, batch):
 
 def floor_system(X, y, batch):
     net = Network(SIZES, "relu", "softmax", "float32", seed=SEED)
-    return lambda: _floor.gemm_floor_epoch(net.parameters, net._layout, X, batch)
+    return lambda: _bench_floor.gemm_floor_epoch(net.parameters, net._layout, X, batch)
 
 
 def main(argv=None):

@@ -14,9 +14,11 @@ except ImportError as exc:       # pragma: no cover - depends on how it was inst
         "Install with 'pip install .' and run from another directory, or build in place "
         f"with 'pip install -e .' ({exc})") from exc
 
+from cmlp.callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
 from cmlp.history import History
 from cmlp.network import Network, load_history
 from cmlp.optimizers import SGD, Adam
 
-__all__ = ["Network", "History", "load_history", "SGD", "Adam"]
+__all__ = ["Network", "History", "load_history", "SGD", "Adam", "Callback", "Checkpoint",
+           "EarlyStopping", "ProgressBar"]
 __version__ = "0.1.0"

@@ -50,6 +50,14 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
                           const floating* weights, Py_ssize_t m, bint train,
                           floating sgd_lr, Py_ssize_t* n_correct) noexcept nogil
 
+# Seconds on the monotonic clock.
+cdef double monotonic_seconds() noexcept nogil
+
+# For long loops run without the GIL: when SIGNAL_INTERVAL has passed since
+# *last_check, take the GIL and run pending signal handlers; -1 with the
+# handler's exception (KeyboardInterrupt) set, else 0.
+cdef int check_signals(double* last_check) except -1 nogil
+
 # 1 if all n values are finite (no NaN, no inf), else 0.
 cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil
 

@@ -13,13 +13,11 @@ Design
 * Dropout masks are a function of (key, batch counter, layer) alone (see
   _kernels.dropout_forward): no generator state to save, and a resumed run
   draws exactly the masks the uninterrupted one would have.
-* `train_epoch` runs a whole epoch inside one `with nogil:` block: gather the
-  shuffled mini-batch into a preallocated buffer (at batch 1, point at the
-  row instead), forward, then backward with the SGD step fused in
-  (backward_pass without a gradient buffer) for plain SGD; any other optimizer, or weight decay,
-  runs backward into the gradient buffer and then one fused optimizer step
-  over the flat buffer (cmlp._optim). No Python, no allocation per batch. A non-finite loss
-  stops the epoch and is raised as ValueError after the GIL is taken back.
+* The training loop over mini-batches is cmlp._stepper (BatchStepper),
+  built on forward_pass/backward_pass.
+* Loops that run without the GIL for long call check_signals between
+  chunks or batches: Ctrl-C raises KeyboardInterrupt within ~0.1 s plus
+  one chunk, and nothing is left half-written.
 * `forward` and `evaluate` allocate their own scratch per call (malloc) and
   touch no shared mutable state, so threads may share one network. Inputs
   are processed in chunks of CHUNK rows.
@@ -34,17 +32,21 @@ from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
 from cmlp._kernels cimport (
     ACT_GELU, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
     activation_forward, dropout_backward, dropout_forward, dropout_seed,
     linear_backward, linear_backward_sgd, linear_forward, mse_backward, mse_loss,
-    sgd_update, sigmoid_bce_backward, sigmoid_bce_loss, sigmoid_forward,
+    sigmoid_bce_backward, sigmoid_bce_loss, sigmoid_forward,
     softmax_forward, softmax_xent_backward, softmax_xent_loss,
 )
-from cmlp._optim cimport (
-    OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, adam_update, l2_grad,
-    momentum_update,
-)
+
+
+cdef extern from "Python.h":
+    # Runs pending signal handlers (in the main thread); -1 with the
+    # handler's exception (KeyboardInterrupt for SIGINT) set.
+    int PyErr_CheckSignals() except -1
 
 # Rows per chunk in forward/evaluate: big enough for efficient GEMMs, small
 # enough that the scratch stays cache-friendly.
@@ -52,6 +54,11 @@ cdef enum:
     CHUNK = 1024
     # Multiply-adds below which forward keeps the GIL (~50 us of work).
     GIL_RELEASE_WORK = 1 << 19
+
+# Long GIL-free loops look for pending signals (Ctrl-C) this often: a GIL
+# round trip every 50 ms costs nothing measurable and keeps the answer to
+# Ctrl-C well under a second (one batch or chunk can still run to its end).
+cdef double SIGNAL_INTERVAL = 0.05
 
 
 cdef class NetLayout:
@@ -135,7 +142,7 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
                           const int32_t* labels, const floating* targets,
                           const floating* weights, Py_ssize_t m, bint train,
                           floating sgd_lr, Py_ssize_t* n_correct) noexcept nogil:
-    cdef Py_ssize_t l, L = layout.n_layers, n
+    cdef Py_ssize_t l, L = layout.n_layers, n = 0
     cdef Py_ssize_t k = layout.sizes[L]
     # offset: where the slot of layer l - 1 (this layer's input) starts.
     cdef Py_ssize_t offset = layout.act_width - k
@@ -236,18 +243,37 @@ cdef void* _scratch(const Layout* layout, Py_ssize_t rows, size_t itemsize) noex
     return malloc(rows * _work_per_row(layout) * itemsize)
 
 
-cdef bint _forward_rows(floating* work, const floating* params,
-                        const Layout* layout, const floating* X,
-                        floating* out, Py_ssize_t n,
-                        Py_ssize_t chunk) noexcept nogil:
+cdef double monotonic_seconds() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + 1e-9 * ts.tv_nsec
+
+
+cdef int check_signals(double* last_check) except -1 nogil:
+    cdef double now = monotonic_seconds()
+    if now - last_check[0] < SIGNAL_INTERVAL:
+        return 0
+    last_check[0] = now
+    with gil:
+        return PyErr_CheckSignals()
+
+
+cdef int _forward_rows(floating* work, const floating* params,
+                       const Layout* layout, const floating* X,
+                       floating* out, Py_ssize_t n,
+                       Py_ssize_t chunk) except -1 nogil:
+    # 1 when done; 0 at the first chunk holding NaN/inf; -1 on a signal.
     cdef Py_ssize_t start = 0, m, d = layout.sizes[0]
     cdef Py_ssize_t k = layout.sizes[layout.n_layers]
     cdef floating* raw
+    cdef double last_check = monotonic_seconds()
     while start < n:
+        if start > 0:
+            check_signals(&last_check)
         m = min(chunk, n - start)
         # Checked chunk by chunk, so the rows are still in cache for the gemm.
         if not all_finite(X + start * d, m * d):
-            return False
+            return 0
         raw = forward_pass(work, params, layout, X + start * d, m, False, 0, 0)
         if layout.output == OUT_SOFTMAX:
             softmax_forward(out + start * k, raw, m, k)
@@ -256,7 +282,7 @@ cdef bint _forward_rows(floating* work, const floating* params,
         else:
             memcpy(out + start * k, raw, m * k * sizeof(floating))
         start += m
-    return True
+    return 1
 
 
 def forward(const floating[::1] params, NetLayout layout,
@@ -268,19 +294,23 @@ def forward(const floating[::1] params, NetLayout layout,
     The GIL is released when the call has at least GIL_RELEASE_WORK
     multiply-adds to do; a smaller call (one or a few rows) keeps it, since
     handing the GIL to a waiting thread and back costs more than the call.
+    A signal (Ctrl-C) between chunks raises its exception.
     """
     cdef Py_ssize_t n = X.shape[0], chunk = min(n, CHUNK)
-    cdef bint finite
+    cdef int finite
     cdef floating* work = <floating*> _scratch(&layout.c, chunk, sizeof(floating))
     if work == NULL:
         raise MemoryError()
-    if n * layout.c.n_params >= GIL_RELEASE_WORK:
-        with nogil:
+    try:
+        if n * layout.c.n_params >= GIL_RELEASE_WORK:
+            with nogil:
+                finite = _forward_rows(work, &params[0], &layout.c, &X[0, 0], &out[0, 0],
+                                       n, chunk)
+        else:
             finite = _forward_rows(work, &params[0], &layout.c, &X[0, 0], &out[0, 0], n, chunk)
-    else:
-        finite = _forward_rows(work, &params[0], &layout.c, &X[0, 0], &out[0, 0], n, chunk)
-    free(work)
-    return finite
+    finally:
+        free(work)
+    return finite == 1
 
 
 cdef double _loss_sum(const Layout* layout, const floating* raw, const int32_t* labels,
@@ -300,26 +330,31 @@ def evaluate(const floating[::1] params, NetLayout layout,
              const int32_t[::1] labels,         # IN (n) for softmax, else (0)
              const floating[:, ::1] targets,    # IN (n, k) for identity/sigmoid, else (0, k)
              const floating[::1] weights):      # IN (n) sample weights, or (0)
-    """Return (weighted loss sum, number of rows predicted right) over X."""
+    """Return (weighted loss sum, number of rows predicted right) over X.
+    A signal (Ctrl-C) between chunks raises its exception."""
     cdef Py_ssize_t n = X.shape[0], k = layout.c.sizes[layout.c.n_layers]
     cdef Py_ssize_t chunk = min(n, CHUNK), start = 0, m, correct = 0, hits = 0
     cdef const int32_t* lab = _labels_ptr(labels)
     cdef const floating* tgt = _targets_ptr(targets)
     cdef const floating* w = _weights_ptr(weights)
     cdef floating* raw
-    cdef double loss = 0
+    cdef double loss = 0, last_check = monotonic_seconds()
     cdef floating* work = <floating*> _scratch(&layout.c, chunk, sizeof(floating))
     if work == NULL:
         raise MemoryError()
-    with nogil:
-        while start < n:
-            m = min(chunk, n - start)
-            raw = forward_pass(work, &params[0], &layout.c, &X[start, 0], m, False, 0, 0)
-            loss += _loss_sum(&layout.c, raw, lab + start if lab != NULL else NULL,
-                              tgt + start * k if tgt != NULL else NULL,
-                              w + start if w != NULL else NULL, m, &hits)
-            correct += hits
-            start += m
+    try:
+        with nogil:
+            while start < n:
+                if start > 0:
+                    check_signals(&last_check)
+                m = min(chunk, n - start)
+                raw = forward_pass(work, &params[0], &layout.c, &X[start, 0], m, False, 0, 0)
+                loss += _loss_sum(&layout.c, raw, lab + start if lab != NULL else NULL,
+                                  tgt + start * k if tgt != NULL else NULL,
+                                  w + start if w != NULL else NULL, m, &hits)
+                correct += hits
+                start += m
+    finally:
         free(work)
     return loss, correct
 
@@ -350,120 +385,3 @@ def loss_and_gradients(const floating[::1] params, floating[::1] grads,
         loss = backward_pass(&grads[0], <floating*> &params[0], &work[0, 0], &layout.c,
                              &X[0, 0], lab, tgt, w, m, train, 0, &correct)
     return loss, correct
-
-
-cdef void _optimizer_step(floating* params, floating* grads, floating* state1,
-                          floating* state2, const Layout* layout, int kind,
-                          floating lr, floating momentum, floating beta1,
-                          floating beta2, floating eps, floating weight_decay,
-                          long long step) noexcept nogil:
-    cdef Py_ssize_t l, n = layout.n_params
-    if weight_decay != 0:
-        # L2 on the weights only: biases are not decayed.
-        for l in range(layout.n_layers):
-            l2_grad(grads + layout.w_offsets[l], params + layout.w_offsets[l],
-                    weight_decay, layout.sizes[l] * layout.sizes[l + 1])
-    if kind == OPT_MOMENTUM or kind == OPT_NESTEROV:
-        momentum_update(params, state1, grads, lr, momentum, kind == OPT_NESTEROV, n)
-    elif kind == OPT_ADAM:
-        adam_update(params, state1, state2, grads, lr, beta1, beta2, eps, step, n)
-    else:
-        sgd_update(params, grads, lr, n)
-
-
-def train_epoch(floating[::1] params, floating[::1] grads, NetLayout layout,
-                const floating[:, ::1] X,         # IN (n, sizes[0])
-                const int32_t[::1] labels,        # IN (n) or (0)
-                const floating[:, ::1] targets,   # IN (n, k) or (0, k)
-                const floating[::1] weights,      # IN (n) sample weights, or (0)
-                const Py_ssize_t[::1] order,      # IN (n') rows to visit, in order
-                floating[:, ::1] work,            # scratch (batch, work_per_row)
-                floating[:, ::1] batch_X,         # scratch (batch, sizes[0])
-                int32_t[::1] batch_labels,        # scratch (batch) or (0)
-                floating[:, ::1] batch_targets,   # scratch (batch, k) or (0, k)
-                floating[::1] batch_weights,      # scratch (batch) or (0)
-                unsigned long long dropout_key,
-                unsigned long long batches_done,  # dropout step counter
-                int optimizer, double lr, double momentum, double beta1,
-                double beta2, double eps, double weight_decay,
-                long long step,                   # optimizer steps taken so far
-                floating[::1] state1,             # INOUT (n_params) or (0): velocity / Adam m
-                floating[::1] state2):            # INOUT (n_params) or (0): Adam v
-    """One epoch (or a run of whole batches of one) of mini-batch training
-    over the rows of X listed in `order`, updating params (and the optimizer
-    state) in place.
-
-    The batch size is work.shape[0]; the last batch may be smaller. Batch t
-    (counting every batch the network has trained, batches_done before this
-    call) draws its dropout masks from dropout_seed(dropout_key, t, layer).
-    Returns (weighted loss sum, number correct, rows seen, optimizer steps
-    so far, batches done so far), each loss measured before
-    its batch's update, with dropout. Raises ValueError if a batch loss is
-    non-finite; that batch's update is not applied.
-    """
-    cdef Py_ssize_t n = order.shape[0], d = X.shape[1]
-    cdef Py_ssize_t k = layout.c.sizes[layout.c.n_layers]
-    cdef Py_ssize_t batch = work.shape[0], start = 0, m, i, row
-    cdef Py_ssize_t hits = 0, correct = 0, seen = 0
-    cdef bint softmax = layout.c.output == OUT_SOFTMAX
-    cdef bint fused = optimizer == OPT_SGD and weight_decay == 0
-    cdef bint finite = True
-    cdef double loss, total = 0
-    cdef bint weighted = weights.shape[0] > 0
-    cdef floating f_lr = <floating> lr, f_momentum = <floating> momentum
-    cdef floating f_beta1 = <floating> beta1, f_beta2 = <floating> beta2
-    cdef floating f_eps = <floating> eps, f_decay = <floating> weight_decay
-    cdef floating* s1 = &state1[0] if state1.shape[0] > 0 else NULL
-    cdef floating* s2 = &state2[0] if state2.shape[0] > 0 else NULL
-    cdef const int32_t* all_labels = _labels_ptr(labels)
-    cdef const floating* all_targets = _targets_ptr(targets)
-    cdef const int32_t* lab = _labels_ptr(batch_labels)
-    cdef const floating* tgt = _targets_ptr(batch_targets)
-    cdef const floating* all_weights = _weights_ptr(weights)
-    cdef const floating* w = _weights_ptr(batch_weights)
-    cdef const floating* x = &batch_X[0, 0]
-    with nogil:
-        while start < n:
-            m = min(batch, n - start)
-            if batch == 1:
-                # A single row is already contiguous: no gather.
-                row = order[start]
-                x = &X[row, 0]
-                if softmax:
-                    lab = all_labels + row
-                else:
-                    tgt = all_targets + row * k
-                if weighted:
-                    w = all_weights + row
-            else:
-                for i in range(m):
-                    row = order[start + i]
-                    memcpy(&batch_X[i, 0], &X[row, 0], d * sizeof(floating))
-                    if softmax:
-                        batch_labels[i] = labels[row]
-                    else:
-                        memcpy(&batch_targets[i, 0], &targets[row, 0],
-                               k * sizeof(floating))
-                    if weighted:
-                        batch_weights[i] = weights[row]
-            forward_pass(&work[0, 0], &params[0], &layout.c, x, m, True, dropout_key,
-                         batches_done)
-            loss = backward_pass(NULL if fused else &grads[0], &params[0], &work[0, 0],
-                                 &layout.c, x, lab, tgt, w, m, True, f_lr, &hits)
-            if not isfinite(loss):
-                finite = False
-                break
-            batches_done += 1
-            step += 1
-            if not fused:
-                _optimizer_step(&params[0], &grads[0], s1, s2, &layout.c, optimizer,
-                                f_lr, f_momentum, f_beta1, f_beta2, f_eps, f_decay, step)
-            total += loss
-            correct += hits
-            seen += m
-            start += m
-    if not finite:
-        raise ValueError(
-            f"the training loss became non-finite after {seen} samples of the "
-            "epoch; the learning rate is probably too high for this data")
-    return total, correct, seen, step, batches_done

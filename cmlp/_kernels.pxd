@@ -125,7 +125,3 @@ cdef double sigmoid_bce_loss(const floating* z, const floating* y,
 cdef double sigmoid_bce_backward(floating* dz, const floating* z, const floating* y,
                                  const floating* weights, Py_ssize_t m, Py_ssize_t k,
                                  Py_ssize_t* n_correct) noexcept nogil
-
-# params (n) -= lr * grads (n)
-cdef void sgd_update(floating* params, const floating* grads, floating lr,
-                     Py_ssize_t n) noexcept nogil

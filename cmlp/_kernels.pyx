@@ -549,10 +549,8 @@ cdef double sigmoid_bce_backward(floating* dz, const floating* z, const floating
     return loss
 
 
-# -------------------------------------------------------------- optimiser ----
-
-cdef void sgd_update(floating* params, const floating* grads, floating lr,
-                     Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        params[i] -= lr * grads[i]
+# The codes as Python sees them: cmlp._layout builds its name tables from
+# these, so the Python side never copies an enum value by hand.
+ACTIVATION_CODES = {"identity": ACT_IDENTITY, "relu": ACT_RELU, "tanh": ACT_TANH,
+                    "sigmoid": ACT_SIGMOID, "leaky_relu": ACT_LEAKY_RELU, "gelu": ACT_GELU}
+OUTPUT_CODES = {"softmax": OUT_SOFTMAX, "identity": OUT_IDENTITY, "sigmoid": OUT_SIGMOID}

@@ -5,9 +5,11 @@ that both start from the same weights for the same seed.
 """
 import numpy as np
 
-# Codes match the enums in _kernels.pxd.
-ACTIVATIONS = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "leaky_relu": 4, "gelu": 5}
-OUTPUTS = {"softmax": 0, "identity": 1, "sigmoid": 2}
+from cmlp._kernels import ACTIVATION_CODES, OUTPUT_CODES
+
+# Name -> code of the C enums in _kernels.pxd.
+ACTIVATIONS = {name: int(code) for name, code in ACTIVATION_CODES.items()}
+OUTPUTS = {name: int(code) for name, code in OUTPUT_CODES.items()}
 # Activations initialised with He (the ReLU family); the others get Glorot.
 HE_INIT = ("relu", "leaky_relu", "gelu")
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -81,6 +83,17 @@ def offsets(sizes):
         b_off.append(pos)
         pos += n_out
     return w_off, b_off, pos
+
+
+def split_flat(flat, sizes):
+    """(weights, biases): per layer, W (n_in, n_out) and b (n_out,) as views
+    into the flat buffer laid out by `offsets` (parameters, gradients or
+    optimizer state alike)."""
+    w_off, b_off, _ = offsets(sizes)
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    weights = tuple(flat[w:w + i * o].reshape(i, o) for w, (i, o) in zip(w_off, pairs))
+    biases = tuple(flat[b:b + o] for b, (_, o) in zip(b_off, pairs))
+    return weights, biases
 
 
 def init_params(sizes, activations, seed, dtype):

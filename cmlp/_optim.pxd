@@ -9,6 +9,10 @@ cpdef enum OptimizerKind:
     OPT_NESTEROV = 2
     OPT_ADAM = 3
 
+# params (n) -= lr * grads (n): plain SGD.
+cdef void sgd_update(floating* params, const floating* grads, floating lr,
+                     Py_ssize_t n) noexcept nogil
+
 # grads (n) += weight_decay * params (n): the gradient of (wd/2) ||W||^2.
 cdef void l2_grad(floating* grads, const floating* params, floating weight_decay,
                   Py_ssize_t n) noexcept nogil

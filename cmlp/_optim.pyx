@@ -14,6 +14,13 @@ Design
 from libc.math cimport pow, sqrt, sqrtf
 
 
+cdef void sgd_update(floating* params, const floating* grads, floating lr,
+                     Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        params[i] -= lr * grads[i]
+
+
 cdef void l2_grad(floating* grads, const floating* params, floating weight_decay,
                   Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i

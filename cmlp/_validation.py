@@ -69,22 +69,50 @@ def as_targets(y, n, n_outputs, dtype, name="y"):
     return as_matrix(arr, n_outputs, dtype, name)
 
 
+def check_number(value, name, *, low=None, high=None, low_open=False, high_open=False,
+                 integer=False):
+    """The one number check: `value` as a float (an int with `integer`),
+    finite and within [low, high] (or open at either end).
+
+    Raises TypeError for anything that is not a real number (bools
+    included) or, with `integer`, not an integral one; ValueError for NaN,
+    infinity or a value out of range, naming `name` and the bound.
+    """
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an integer" if integer else "a number"
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    if not integer and not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    too_low = low is not None and (value < low or (low_open and value == low))
+    too_high = high is not None and (value > high or (high_open and value == high))
+    if too_low or too_high:
+        if low is not None and high is not None:
+            bounds = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        elif too_low:
+            bounds = f"{'>' if low_open else '>='} {low}"
+        else:
+            bounds = f"{'<' if high_open else '<='} {high}"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+    return int(value) if integer else float(value)
+
+
 def positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    """An integer >= minimum that fits a 32-bit BLAS size."""
+    value = check_number(value, name, low=minimum, integer=True)
     if value > BLAS_INT_MAX:
         raise ValueError(f"{name} must be < 2**31, got {value}")
-    return int(value)
+    return value
 
 
 def positive_float(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
+    """A finite float > 0."""
+    return check_number(value, name, low=0, low_open=True)
+
+
+def non_negative_float(value, name):
+    """A finite float >= 0."""
+    return check_number(value, name, low=0)
 
 
 def as_sample_weight(sample_weight, n, name="sample_weight"):

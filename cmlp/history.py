@@ -1,4 +1,5 @@
 """Per-epoch training records returned by Network.fit, and their plot."""
+import json
 
 
 class History:
@@ -19,6 +20,24 @@ class History:
 
     def append(self, record):
         self.records.append(dict(record))
+
+    def to_json(self):
+        """The records as JSON text (what models and checkpoints store)."""
+        return json.dumps(self.records)
+
+    @classmethod
+    def from_json(cls, text):
+        """A History from `to_json` text; ValueError if it is not that."""
+        try:
+            records = json.loads(text)
+            if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+                raise ValueError("not a list of epoch records")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"damaged history: {exc}") from None
+        history = cls()
+        for record in records:
+            history.append(record)
+        return history
 
     def keys(self):
         return list(self.records[0]) if self.records else []

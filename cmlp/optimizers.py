@@ -8,25 +8,14 @@ layout, lives on the optimizer object, persists across fit() calls on the
 same network (warm start) and is saved with the model and in checkpoints.
 """
 import json
-import numbers
 
 import numpy as np
 
 from cmlp._optim import KINDS
+from cmlp._validation import check_number
 
 OPT_SGD, OPT_MOMENTUM = KINDS["sgd"], KINDS["momentum"]
 OPT_NESTEROV, OPT_ADAM = KINDS["nesterov"], KINDS["adam"]
-
-
-def _number(value, name, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    value = float(value)
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and (value > high or (high_open and value == high)):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
-    return value
 
 
 class Optimizer:
@@ -35,8 +24,8 @@ class Optimizer:
     n_state = 0
 
     def __init__(self, lr, weight_decay=0.0):
-        self.lr = _number(lr, "lr", 0, low_open=True)
-        self.weight_decay = _number(weight_decay, "weight_decay", 0)
+        self.lr = check_number(lr, "lr", low=0, low_open=True)
+        self.weight_decay = check_number(weight_decay, "weight_decay", low=0)
         self.step = 0                 # optimizer steps taken (Adam's t)
         self.state = []               # n_state flat buffers, made on first use
 
@@ -51,6 +40,16 @@ class Optimizer:
             self.state = [np.zeros(n_params, dtype=dtype) for _ in range(self.n_state)]
             self.step = 0
         return self.state
+
+    def configure(self, stepper):
+        """Hand kind, hyperparameters, state and step to a BatchStepper
+        (cmlp._stepper), after `bind`."""
+        stepper.optimizer = self.kind
+        stepper.momentum, stepper.beta1, stepper.beta2, stepper.eps = self.hyperparameters()
+        stepper.weight_decay = self.weight_decay
+        stepper.step = self.step
+        state = list(self.state) + [None, None]
+        stepper.set_state(state[0], state[1])
 
     def config(self):
         raise NotImplementedError
@@ -87,7 +86,7 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = _number(momentum, "momentum", 0, 1, high_open=True)
+        self.momentum = check_number(momentum, "momentum", low=0, high=1, high_open=True)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
@@ -109,9 +108,9 @@ class Adam(Optimizer):
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.beta1 = _number(beta1, "beta1", 0, 1, high_open=True)
-        self.beta2 = _number(beta2, "beta2", 0, 1, high_open=True)
-        self.eps = _number(eps, "eps", 0, low_open=True)
+        self.beta1 = check_number(beta1, "beta1", low=0, high=1, high_open=True)
+        self.beta2 = check_number(beta2, "beta2", low=0, high=1, high_open=True)
+        self.eps = check_number(eps, "eps", low=0, low_open=True)
 
     def hyperparameters(self):
         return 0.0, self.beta1, self.beta2, self.eps

@@ -17,7 +17,7 @@ Nothing here is tuned for speed.
 import numpy as np
 from scipy.special import erfc, expit
 
-from cmlp._layout import (check_architecture, check_dropout, dropout_key, init_params, offsets,
+from cmlp._layout import (check_architecture, check_dropout, dropout_key, init_params, split_flat,
                           shuffle_seed)
 
 LEAKY_SLOPE = 0.01
@@ -235,11 +235,7 @@ class ReferenceNetwork:
         self.sizes, self.activations, self.output, self.dtype = check_architecture(
             sizes, activation, output, dtype)
         self.dropout = check_dropout(dropout, len(self.sizes) - 2)
-        flat = init_params(self.sizes, self.activations, seed, self.dtype)
-        w_off, b_off, _ = offsets(self.sizes)
-        pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
-        self.weights = [flat[w:w + i * o].reshape(i, o).copy() for w, (i, o) in zip(w_off, pairs)]
-        self.biases = [flat[b:b + o].copy() for b, (_, o) in zip(b_off, pairs)]
+        self._unflat(init_params(self.sizes, self.activations, seed, self.dtype))
         self._shuffle_rng = np.random.default_rng(shuffle_seed(seed))
         self.dropout_key = dropout_key(np.random.SeedSequence(seed).entropy)
         self.batches_done = 0
@@ -317,10 +313,9 @@ class ReferenceNetwork:
         return np.concatenate([a.ravel() for pair in zip(arrays_w, arrays_b) for a in pair])
 
     def _unflat(self, flat):
-        w_off, b_off, _ = offsets(self.sizes)
-        pairs = list(zip(self.sizes[:-1], self.sizes[1:]))
-        self.weights = [flat[w:w + i * o].reshape(i, o).copy() for w, (i, o) in zip(w_off, pairs)]
-        self.biases = [flat[b:b + o].copy() for b, (_, o) in zip(b_off, pairs)]
+        weights, biases = split_flat(flat, self.sizes)
+        self.weights = [W.copy() for W in weights]
+        self.biases = [b.copy() for b in biases]
 
     def _train_gradients(self, X, y, sample_weight):
         # Dropout masks are numbered by the batches trained, as in Network.fit.

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cmlp import kernels, reference
+from cmlp import checked_kernels as kernels, reference
 from conftest import assert_close
 
 DTYPES = [np.float64, np.float32]

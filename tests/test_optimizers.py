@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from cmlp import Network, kernels, reference
+from cmlp import Network, reference
+from cmlp import checked_kernels as kernels
 from cmlp.optimizers import SGD, Adam, make_optimizer
 from cmlp.reference import ReferenceNetwork
 from cmlp.schedules import Constant, Cosine, InverseScaling, Step, make_schedule

@@ -1,4 +1,4 @@
-"""Python-callable C kernels, one per cdef kernel in cmlp._kernels.
+"""The C kernels of cmlp._kernels and cmlp._optim, checked, for Python.
 
 Each function here has a NumPy twin of the same name and signature in
 cmlp.reference; tests/test_kernels.py compares every pair. These wrappers
@@ -15,7 +15,7 @@ from cython cimport floating
 
 from cmlp cimport _kernels as K
 from cmlp cimport _optim as O
-from cmlp._validation import as_sample_weight
+from cmlp._validation import as_sample_weight, check_number
 
 __all__ = [
     "linear_forward", "linear_backward", "linear_backward_sgd",
@@ -212,17 +212,11 @@ def dropout_seed(key, step, layer):
 
 
 def _uint64(value, name):
-    value = int(value)
-    if not 0 <= value < 2**64:
-        raise ValueError(f"{name} must be in [0, 2**64), got {value}")
-    return value
+    return check_number(value, name, low=0, high=2**64 - 1, integer=True)
 
 
 def _rate(rate):
-    rate = float(rate)
-    if not 0 <= rate < 1:
-        raise ValueError(f"rate must be in [0, 1), got {rate}")
-    return rate
+    return check_number(rate, "rate", low=0, high=1, high_open=True)
 
 
 def dropout_forward(a, rate, seed):
@@ -411,7 +405,7 @@ def sgd_update(params, grads, lr):
 
 def _sgd_update(floating[::1] params, const floating[::1] grads, double lr):
     with nogil:
-        K.sgd_update(&params[0], &grads[0], <floating> lr, params.shape[0])
+        O.sgd_update(&params[0], &grads[0], <floating> lr, params.shape[0])
 
 
 def _vectors(*arrays):

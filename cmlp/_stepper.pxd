@@ -1,0 +1,37 @@
+# The training state of one run and its mini-batch step loop (see _stepper.pyx).
+
+from cmlp._engine cimport NetLayout
+
+
+cdef class BatchStepper:
+    # What it trains and on what (fixed for the stepper's life).
+    cdef readonly NetLayout layout
+    cdef readonly object parameters     # (n_params) the network's flat buffer, updated in place
+    cdef readonly object gradients      # (n_params) filled by every batch unless SGD is fused
+    cdef readonly object X              # (n, sizes[0])
+    cdef readonly object labels         # (n) int32 for softmax, else (0)
+    cdef readonly object targets        # (n, k) for identity/sigmoid, else (0, k)
+    cdef readonly object weights        # (n) sample weights, or (0)
+    cdef readonly Py_ssize_t batch_size
+    # Scratch, allocated once and reused by every batch.
+    cdef object work                    # (batch, work_per_row)
+    cdef object batch_X                 # (batch, sizes[0])
+    cdef object batch_labels            # (batch) or (0)
+    cdef object batch_targets           # (batch, k) or (0, k)
+    cdef object batch_weights           # (batch) or (0)
+    # The optimizer: kind, hyperparameters, state buffers (n_params or 0).
+    cdef public int optimizer
+    cdef public double momentum, beta1, beta2, eps, weight_decay
+    cdef readonly object state1, state2
+    # Counters, advanced batch by batch (consistent with the parameters even
+    # when a run stops early): optimizer steps (Adam's t) and batches trained
+    # (the dropout masks' counter).
+    cdef public long long step
+    cdef public unsigned long long batches_done
+    cdef public unsigned long long dropout_key
+    # Called with the GIL as hook(gradients, batch_weight) between a batch's
+    # gradients and its optimizer step; None for no hook.
+    cdef public object gradient_hook
+    # The latest run's progress: whole batches done, as far as they went.
+    cdef readonly double loss_sum
+    cdef readonly Py_ssize_t n_correct, rows_done

@@ -1,0 +1,213 @@
+"""The training state of one run and its mini-batch loop, in C.
+
+Design
+------
+* A BatchStepper owns everything a run of training steps needs besides the
+  network's layout and parameters: the data it draws batches from, the
+  batch scratch (allocated once), the optimizer's kind, hyperparameters and
+  state buffers, and the counters (optimizer steps, batches trained), as
+  llm.c's model struct owns its m/v memory. `run(order, lr)` takes just the
+  rows to visit and the learning rate: it runs a whole epoch or, for a
+  progress bar or partial_fit, part of one.
+* The loop runs inside one `with nogil:` block: gather the mini-batch
+  (at batch 1, point at the row instead), forward, backward, step. Plain
+  SGD without weight decay or hook fuses its step into the backward gemms
+  (no gradient buffer); anything else writes the flat gradient buffer and
+  then runs one fused optimizer step over it (cmlp._optim).
+* The gradient hook: between "this batch's gradients are in the buffer" and
+  "the optimizer step" the loop can call gradient_hook(gradients,
+  batch_weight) with the GIL, e.g. an allreduce over processes. Without a
+  hook the loop never takes the GIL for it.
+* Every batch updates the counters and the progress (loss sum, hits, rows)
+  on the object as it completes, so whatever stops a run (a non-finite loss,
+  an exception from the hook, Ctrl-C seen by check_signals between batches)
+  leaves parameters, optimizer state and counters describing the same
+  point: the end of the last completed batch.
+* A non-finite loss stops the run before that batch's update; it is raised
+  as ValueError after the GIL is taken back.
+* Python validates (cmlp.training, cmlp.network), Cython computes: nothing
+  here checks shapes, dtypes or values.
+"""
+from cython cimport floating
+from libc.math cimport isfinite
+from libc.stdint cimport int32_t
+from libc.string cimport memcpy
+
+import numpy as np
+
+from cmlp._engine cimport (Layout, NetLayout, backward_pass, check_signals, forward_pass,
+                           monotonic_seconds)
+from cmlp._optim cimport (OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, adam_update,
+                          l2_grad, momentum_update, sgd_update)
+
+
+cdef class BatchStepper:
+    """Runs mini-batch training steps over one data set, in C.
+
+    Built by cmlp.training from validated arrays: parameters and gradients
+    (n_params,) of the network dtype, X (n, n_features), labels (n,) int32
+    or (0,), targets (n, k) or (0, k), weights (n,) or (0,). Set the
+    optimizer with `Optimizer.configure(stepper)`.
+    """
+
+    def __init__(self, NetLayout layout, parameters, gradients, X, labels, targets, weights,
+                 Py_ssize_t batch_size):
+        dtype = parameters.dtype
+        self.layout = layout
+        self.parameters, self.gradients = parameters, gradients
+        self.X, self.labels, self.targets, self.weights = X, labels, targets, weights
+        self.batch_size = batch_size
+        k = layout.c.sizes[layout.c.n_layers]
+        self.work = np.empty((batch_size, layout.work_per_row), dtype=dtype)
+        self.batch_X = np.empty((batch_size, X.shape[1]), dtype=dtype)
+        self.batch_labels = np.empty(batch_size if labels.shape[0] else 0, dtype=np.int32)
+        self.batch_targets = np.empty((batch_size if targets.shape[0] else 0, k), dtype=dtype)
+        self.batch_weights = np.empty(batch_size if weights.shape[0] else 0, dtype=dtype)
+        self.optimizer = OPT_SGD
+        self.state1 = self.state2 = np.empty(0, dtype=dtype)
+        self.gradient_hook = None
+
+    def set_state(self, state1, state2):
+        """The optimizer's state buffers (n_params) or empty, updated in place."""
+        empty = np.empty(0, dtype=self.parameters.dtype)
+        self.state1 = empty if state1 is None else state1
+        self.state2 = empty if state2 is None else state2
+
+    @property
+    def fused_sgd(self):
+        """Whether steps fold plain SGD into the backward pass (no gradient buffer)."""
+        return (self.optimizer == OPT_SGD and self.weight_decay == 0
+                and self.gradient_hook is None)
+
+    def run(self, const Py_ssize_t[::1] order, double lr):
+        """Train on the rows `order` lists, batch_size at a time (the last
+        batch may be smaller), at learning rate lr. Batch t (counting every
+        batch, batches_done before it) draws its dropout masks from
+        dropout_seed(dropout_key, t, layer).
+
+        Returns (weighted loss sum, rows predicted right, rows trained), each
+        loss measured before its batch's update, with dropout; the same
+        figures are left in loss_sum, n_correct, rows_done, also when the run
+        stops early. Raises ValueError on a non-finite loss (that batch not
+        applied), KeyboardInterrupt on Ctrl-C (seen between batches), and
+        whatever the gradient hook raises.
+        """
+        self.loss_sum = 0
+        self.n_correct = self.rows_done = 0
+        if self.parameters.dtype == np.float32:
+            _run[float](self, self.parameters, self.gradients, self.X, self.targets,
+                        self.weights, self.work, self.batch_X, self.batch_targets,
+                        self.batch_weights, self.state1, self.state2, order, lr)
+        else:
+            _run[double](self, self.parameters, self.gradients, self.X, self.targets,
+                         self.weights, self.work, self.batch_X, self.batch_targets,
+                         self.batch_weights, self.state1, self.state2, order, lr)
+        return self.loss_sum, self.n_correct, self.rows_done
+
+
+cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
+              const floating[:, ::1] X,            # IN (n, sizes[0])
+              const floating[:, ::1] targets,      # IN (n, k) or (0, k)
+              const floating[::1] weights,         # IN (n) or (0)
+              floating[:, ::1] work,               # scratch (batch, work_per_row)
+              floating[:, ::1] batch_X,            # scratch (batch, sizes[0])
+              floating[:, ::1] batch_targets,      # scratch (batch, k) or (0, k)
+              floating[::1] batch_weights,         # scratch (batch) or (0)
+              floating[::1] state1,                # INOUT velocity / Adam m, or (0)
+              floating[::1] state2,                # INOUT Adam v, or (0)
+              const Py_ssize_t[::1] order,         # IN rows to visit, in order
+              double lr) except -1:
+    cdef const Layout* layout = &self.layout.c
+    cdef const int32_t[::1] labels = self.labels
+    cdef int32_t[::1] batch_labels = self.batch_labels
+    cdef Py_ssize_t n = order.shape[0], d = X.shape[1], k = layout.sizes[layout.n_layers]
+    cdef Py_ssize_t batch = work.shape[0], start = 0, m, i, row, hits = 0
+    cdef bint softmax = labels.shape[0] > 0
+    cdef bint weighted = weights.shape[0] > 0
+    cdef bint hooked = self.gradient_hook is not None
+    cdef bint fused = self.fused_sgd
+    cdef bint finite = True
+    cdef int kind = self.optimizer
+    cdef double loss, batch_weight, last_check = monotonic_seconds()
+    cdef floating f_lr = <floating> lr, f_momentum = <floating> self.momentum
+    cdef floating f_beta1 = <floating> self.beta1, f_beta2 = <floating> self.beta2
+    cdef floating f_eps = <floating> self.eps, f_decay = <floating> self.weight_decay
+    cdef floating* s1 = &state1[0] if state1.shape[0] > 0 else NULL
+    cdef floating* s2 = &state2[0] if state2.shape[0] > 0 else NULL
+    cdef const int32_t* lab = &batch_labels[0] if softmax else NULL
+    cdef const floating* tgt = &batch_targets[0, 0] if not softmax else NULL
+    cdef const floating* w = &batch_weights[0] if weighted else NULL
+    cdef const floating* x = &batch_X[0, 0]
+    with nogil:
+        while start < n:
+            if start > 0:
+                check_signals(&last_check)
+            m = min(batch, n - start)
+            if batch == 1:
+                # A single row is already contiguous: no gather.
+                row = order[start]
+                x = &X[row, 0]
+                if softmax:
+                    lab = &labels[row]
+                else:
+                    tgt = &targets[row, 0]
+                if weighted:
+                    w = &weights[row]
+            else:
+                for i in range(m):
+                    row = order[start + i]
+                    memcpy(&batch_X[i, 0], &X[row, 0], d * sizeof(floating))
+                    if softmax:
+                        batch_labels[i] = labels[row]
+                    else:
+                        memcpy(&batch_targets[i, 0], &targets[row, 0], k * sizeof(floating))
+                    if weighted:
+                        batch_weights[i] = weights[row]
+            forward_pass(&work[0, 0], &params[0], layout, x, m, True, self.dropout_key,
+                         self.batches_done)
+            loss = backward_pass(NULL if fused else &grads[0], &params[0], &work[0, 0],
+                                 layout, x, lab, tgt, w, m, True, f_lr, &hits)
+            if not isfinite(loss):
+                finite = False
+                break
+            if hooked:
+                batch_weight = m
+                if weighted:
+                    batch_weight = 0
+                    for i in range(m):
+                        batch_weight += w[i]
+                with gil:
+                    self.gradient_hook(self.gradients, batch_weight)
+            if not fused:
+                _optimizer_step(&params[0], &grads[0], s1, s2, layout, kind, f_lr,
+                                f_momentum, f_beta1, f_beta2, f_eps, f_decay, self.step + 1)
+            self.step += 1
+            self.batches_done += 1
+            self.loss_sum += loss
+            self.n_correct += hits
+            self.rows_done += m
+            start += m
+    if not finite:
+        raise ValueError(
+            f"the training loss became non-finite after {self.rows_done} samples of this "
+            "pass; the learning rate is probably too high for this data")
+    return 0
+
+
+cdef void _optimizer_step(floating* params, floating* grads, floating* state1,
+                          floating* state2, const Layout* layout, int kind,
+                          floating lr, floating momentum, floating beta1,
+                          floating beta2, floating eps, floating weight_decay,
+                          long long step) noexcept nogil:
+    cdef Py_ssize_t l, n = layout.n_params
+    if weight_decay != 0:
+        # L2 on the weights only: biases are not decayed.
+        for l in range(layout.n_layers):
+            l2_grad(grads + layout.w_offsets[l], params + layout.w_offsets[l],
+                    weight_decay, layout.sizes[l] * layout.sizes[l + 1])
+    if kind == OPT_MOMENTUM or kind == OPT_NESTEROV:
+        momentum_update(params, state1, grads, lr, momentum, kind == OPT_NESTEROV, n)
+    elif kind == OPT_ADAM:
+        adam_update(params, state1, state2, grads, lr, beta1, beta2, eps, step, n)
+    else:
+        sgd_update(params, grads, lr, n)

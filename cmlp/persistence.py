@@ -1,0 +1,182 @@
+"""Models and checkpoints on disk: one .npz format, never pickle.
+
+A model file holds the architecture, the flat parameter buffer, the seed
+entropy, dropout rates and batch counter, the optimizer (config, step,
+state) and, optionally, a History. A checkpoint is a model file with the
+run's state besides: the epochs done, the run's settings, the shuffling
+generator, the history, early stopping's best weights and, when it was
+written on Ctrl-C, the position within the epoch in progress. Files written
+by every earlier cmlp (format cmlp-model-1) still load and resume.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from cmlp.history import History
+from cmlp.optimizers import Optimizer
+
+FORMAT = "cmlp-model-1"
+REQUIRED = ("format", "sizes", "activations", "output", "dtype", "parameters")
+
+
+def model_fields(net) -> dict:
+    """The .npz fields of a network and its optimizer."""
+    return {
+        "format": np.array(FORMAT),
+        "sizes": np.asarray(net.sizes, dtype=np.int64),
+        "activations": np.array(net.activations, dtype=np.str_).reshape(-1),
+        "output": np.array(net.output),
+        "dtype": np.array(net.dtype.name),
+        "parameters": net.parameters,
+        "seed_entropy": np.array(str(net._seed_entropy)),
+        "dropout": np.asarray(net.dropout, dtype=np.float64),
+        "batches_done": np.array(net._batches_done, dtype=np.int64),
+        "target_ndim": np.array(net._target_ndim, dtype=np.int64),
+        **(net.optimizer.to_arrays() if net.optimizer is not None else {}),
+    }
+
+
+def write(net, path, extra: dict | None = None) -> None:
+    """Write the network (plus `extra` fields) to `path` atomically: a
+    temporary file in the same directory, renamed over the target."""
+    path = os.fspath(path)
+    fields = {**model_fields(net), **(extra or {})}
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".cmlp-", suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **fields)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save(net, path, history: History | None = None) -> None:
+    """Network.save: the model, with `history` if given."""
+    if history is not None and not isinstance(history, History):
+        raise TypeError("history must be a History (as returned by fit)")
+    write(net, path, {} if history is None else {"history": np.array(history.to_json())})
+
+
+def read(cls, path):
+    """(network of class `cls`, all fields) from a model or checkpoint file.
+    FileNotFoundError for a missing file, ValueError for anything that is
+    not a cmlp model."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            fields = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{path!r} is not a readable cmlp model file: {exc}") from None
+    missing = set(REQUIRED) - set(fields)
+    if missing:
+        raise ValueError(f"{path!r} is not a cmlp model file: missing {sorted(missing)}")
+    if str(fields["format"]) != FORMAT:
+        raise ValueError(f"{path!r} has format {str(fields['format'])!r}, expected {FORMAT!r}")
+    try:
+        net = cls(fields["sizes"].tolist(), list(fields["activations"].tolist()),
+                  str(fields["output"]), str(fields["dtype"]))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path!r} describes an invalid network: {exc}") from None
+    params = fields["parameters"]
+    if params.shape != net.parameters.shape or params.dtype != net.dtype:
+        raise ValueError(f"{path!r}: parameters are {params.dtype} {params.shape}, the network "
+                         f"needs {net.dtype} {net.parameters.shape}")
+    if not np.isfinite(params).all():
+        raise ValueError(f"{path!r}: parameters contain NaN or infinite values")
+    net.parameters[:] = params
+    try:
+        if "seed_entropy" in fields:
+            net._seed_entropy = int(str(fields["seed_entropy"]))
+        if "dropout" in fields:
+            net.dropout = fields["dropout"].tolist()
+        if "batches_done" in fields:
+            net._batches_done = int(fields["batches_done"])
+            if net._batches_done < 0:
+                raise ValueError("negative batch count")
+        if "target_ndim" in fields:
+            net._target_ndim = int(fields["target_ndim"])
+            if net._target_ndim not in (1, 2):
+                raise ValueError("target_ndim must be 1 or 2")
+        net.optimizer = Optimizer.from_arrays(fields)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path!r}: damaged training state: {exc}") from None
+    if net.optimizer is not None and any(
+            s.shape != params.shape or s.dtype != net.dtype for s in net.optimizer.state):
+        raise ValueError(f"{path!r}: optimizer state does not match the parameters")
+    return net, fields
+
+
+# ----------------------------------------------------------- checkpoints ----
+
+def write_checkpoint(run, path) -> None:
+    """Write a training run's state (cmlp.training.TrainingRun) to `path`."""
+    position = run.position if run.position["rows_done"] else None
+    rng_state = position["rng"] if position else run.network._shuffle_rng.bit_generator.state
+    fields = {
+        "checkpoint_epoch": np.array(run.completed_epochs, dtype=np.int64),
+        "checkpoint_run": np.array(json.dumps(run.config)),
+        "checkpoint_rng": np.array(json.dumps(rng_state)),
+        "checkpoint_history": np.array(run.history.to_json()),
+    }
+    if position:
+        fields["checkpoint_position"] = np.array(json.dumps(
+            {key: value for key, value in position.items() if key != "rng"}))
+    if run.early_stopping is not None:
+        fields["checkpoint_best"] = run.early_stopping.best_params
+    write(run.network, path, fields)
+
+
+def load_checkpoint(cls, path):
+    """(network, fit keyword arguments) to continue the run a checkpoint
+    holds; see Network.load_checkpoint."""
+    net, fields = read(cls, path)
+    if "checkpoint_epoch" not in fields:
+        raise ValueError(f"{os.fspath(path)!r} is a model, not a checkpoint (no epoch state)")
+    try:
+        run = json.loads(str(fields["checkpoint_run"]))
+        net._shuffle_rng.bit_generator.state = json.loads(str(fields["checkpoint_rng"]))
+        history = History.from_json(str(fields["checkpoint_history"]))
+        position = None
+        if "checkpoint_position" in fields:
+            position = json.loads(str(fields["checkpoint_position"]))
+            position = {"rows_done": int(position["rows_done"]),
+                        "loss_sum": float(position["loss_sum"]),
+                        "n_correct": int(position["n_correct"])}
+        kwargs = {"epochs": run["epochs"], "batch_size": run["batch_size"],
+                  "shuffle": run["shuffle"], "schedule": run["schedule"],
+                  "validation_split": run["validation_split"],
+                  "early_stopping": run["early_stopping"], "patience": run["patience"],
+                  "min_delta": run["min_delta"],
+                  "initial_epoch": int(fields["checkpoint_epoch"]), "history": history,
+                  "checkpoint": os.fspath(path), "checkpoint_metadata": run["metadata"]}
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{os.fspath(path)!r}: damaged checkpoint state: {exc}") from None
+    # Consumed by the next fit: early stopping's best weights and the
+    # position within the epoch the run was interrupted in.
+    net._resume = {"best": fields.get("checkpoint_best"), "position": position}
+    return net, kwargs
+
+
+def load_history(path) -> History:
+    """The History stored in a checkpoint, or in a model saved with a history."""
+    from cmlp.network import Network
+    path = os.fspath(path)
+    _, fields = read(Network, path)
+    key = "checkpoint_history" if "checkpoint_history" in fields else "history"
+    if key not in fields:
+        raise ValueError(f"{path!r} holds no training history (save it with "
+                         "net.save(path, history) or train with a checkpoint)")
+    try:
+        return History.from_json(str(fields[key]))
+    except ValueError as exc:
+        raise ValueError(f"{path!r}: {exc}") from None

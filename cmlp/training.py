@@ -1,0 +1,203 @@
+"""A training run: epochs of mini-batches in C, with everything around them.
+
+Design
+------
+* `prepare_data` validates the data once (cmlp._validation) and splits off
+  the validation rows; `TrainingRun` then owns the run: the epoch loop,
+  shuffling, the learning-rate schedule, the per-epoch record and the
+  callbacks (cmlp.callbacks). `Network.fit` is argument handling plus one
+  `TrainingRun(...).run()`.
+* The C side is one cmlp._stepper.BatchStepper per run: it owns the batch
+  scratch, the optimizer's state and counters, and runs the batches of an
+  epoch (or of a part of one) without the GIL.
+* Counters live in the stepper while it runs and are copied back to the
+  network and optimizer after every C call, also when the call stops
+  early: after Ctrl-C or an error, parameters, optimizer state and counters
+  describe the same point, the end of the last completed batch.
+* `position` says how far the epoch in progress got (rows done, the loss and
+  hit sums so far, the shuffling state that drew its order), so a
+  checkpoint written on Ctrl-C resumes mid-epoch, bit-identically.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from cmlp._layout import split_seed
+from cmlp._stepper import BatchStepper
+from cmlp.callbacks import Callback, EarlyStopping
+from cmlp.history import History
+
+# With a callback that reports progress within epochs, an epoch runs as
+# about this many C calls of whole batches (same batches, same result).
+CALLS_PER_EPOCH = 100
+
+
+def total_weight(weights, n):
+    """The sum of the sample weights (float64), or n when there are none."""
+    return float(weights.sum(dtype=np.float64)) if weights.size else n
+
+
+def prepare_data(net, X, y, sample_weight, class_weight, validation_data, validation_split):
+    """((X, labels, targets, weights), validation tuple or None), validated.
+
+    The unused one of labels/targets and absent weights are empty arrays.
+    """
+    X, labels, targets = net._check_Xy(X, y)
+    weights = net._check_weights(sample_weight, class_weight, labels, X.shape[0])
+    if isinstance(validation_split, bool) or not 0 <= validation_split < 1:
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+    if validation_data is not None and validation_split:
+        raise ValueError("give validation_data or validation_split, not both")
+    data, val = (X, labels, targets, weights), None
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, w_val)")
+        val = net._check_Xy(*validation_data[:2], names=("X_val", "y_val"))
+        w_val = validation_data[2] if len(validation_data) == 3 else None
+        val = val + (net._check_weights(w_val, None, val[1], val[0].shape[0], "w_val"),)
+    elif validation_split:
+        data, val = _split(data, validation_split, net._seed_entropy)
+    return data, val
+
+
+def _split(data, fraction, seed):
+    """(training part, validation part) of data, drawn from the split seed."""
+    n = data[0].shape[0]
+    n_val = int(round(fraction * n))
+    if n_val < 1 or n_val >= n:
+        raise ValueError(f"validation_split={fraction} leaves no validation "
+                         f"or no training rows out of {n}")
+    order = np.random.default_rng(split_seed(seed)).permutation(n)
+    held, kept = np.sort(order[:n_val]), np.sort(order[n_val:])
+    # Empty arrays (absent labels, targets or weights) stay empty.
+    train = tuple(a[kept] if a.size else a for a in data)
+    val = tuple(a[held] if a.size else a for a in data)
+    weights = data[3]
+    if weights.size and not (train[3].sum() > 0 and val[3].sum() > 0):
+        raise ValueError("validation_split leaves training or validation rows whose "
+                         "sample weights sum to 0")
+    return train, val
+
+
+class TrainingRun:
+    """One call of fit: `epochs` epochs of `optimizer` steps over `data`.
+
+    Attributes callbacks may read: network, history, epochs, epoch (the one
+    in progress or last done), completed_epochs, optimizer, schedule,
+    validation, n_rows, position, early_stopping (the EarlyStopping callback
+    or None), config (the run's settings, as checkpoints store them),
+    resume_best.
+    """
+
+    def __init__(self, network, data, *, validation, epochs, batch_size, optimizer, schedule,
+                 shuffle, callbacks=(), gradient_hook=None, history=None, initial_epoch=0,
+                 config=None):
+        self.network, self.validation = network, validation
+        self.epochs, self.optimizer, self.schedule = epochs, optimizer, schedule
+        self.shuffle = shuffle
+        self.history = History() if history is None else history
+        self.completed_epochs = self.epoch = initial_epoch
+        self.config = config or {}
+        callbacks = list(callbacks)
+        for callback in callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(f"callbacks must be cmlp.callbacks.Callback objects, "
+                                f"got {callback!r}")
+        # Early stopping decides first; then the others see its verdict's epoch.
+        stoppers = [c for c in callbacks if isinstance(c, EarlyStopping)]
+        if len(stoppers) > 1:
+            raise ValueError("give at most one EarlyStopping callback")
+        self.early_stopping = stoppers[0] if stoppers else None
+        self.callbacks = stoppers + [c for c in callbacks if c not in stoppers]
+        self.data, self.n_rows = data, data[0].shape[0]
+        self.batch_size = min(batch_size, self.n_rows)
+
+        resume = network.__dict__.pop("_resume", None) or {}
+        self.resume_best = resume.get("best")
+        self.position = {"rows_done": 0, "loss_sum": 0.0, "n_correct": 0, "rng": None}
+        if resume.get("position"):
+            self.position.update(resume["position"])
+
+        optimizer.bind(network.parameters.size, network.dtype)
+        self.stepper = BatchStepper(network._layout, network.parameters, network._gradients,
+                                    *data, self.batch_size)
+        optimizer.configure(self.stepper)
+        self.stepper.dropout_key = network._dropout_key
+        self.stepper.batches_done = network._batches_done
+        self.stepper.gradient_hook = gradient_hook
+        self.order = np.arange(self.n_rows, dtype=np.intp)
+
+    def run(self) -> History:
+        """Train; returns the History. Raises what stops it (ValueError on a
+        non-finite loss, KeyboardInterrupt on Ctrl-C, a callback's error),
+        with the network at the end of the last completed batch."""
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
+        stopped = self.early_stopping is not None and self.early_stopping.stopped
+        try:
+            while not stopped and self.completed_epochs < self.epochs:
+                self.epoch = self.completed_epochs + 1
+                record = self._epoch()
+                self.history.append(record)
+                self.completed_epochs = self.epoch
+                stopped = any([callback.on_epoch_end(self, record)
+                               for callback in self.callbacks])
+        except KeyboardInterrupt:
+            for callback in self.callbacks:
+                callback.on_interrupt(self)
+            raise
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+        return self.history
+
+    def _epoch(self):
+        """Train one epoch (or what is left of it) and return its record."""
+        net, position = self.network, self.position
+        rate = self.schedule(self.epoch - 1, self.epochs, self.optimizer.lr)
+        start = time.perf_counter()
+        if position["rng"] is None:
+            # The shuffling state that draws this epoch's order: what a
+            # checkpoint written mid-epoch stores to draw it again.
+            position["rng"] = net._shuffle_rng.bit_generator.state
+        else:
+            net._shuffle_rng.bit_generator.state = position["rng"]
+        if self.shuffle:
+            self.order[:] = net._shuffle_rng.permutation(self.n_rows)
+        batch = self.batch_size
+        reporting = [c for c in self.callbacks if c.wants_batches]
+        n_batches = -(-self.n_rows // batch)
+        span = self.n_rows if not reporting else batch * max(1, n_batches // CALLS_PER_EPOCH)
+        for begin in range(position["rows_done"], self.n_rows, span):
+            rows = self._steps(self.order[begin:begin + span], rate)
+            for callback in reporting:
+                callback.on_batches_end(self, rows)
+
+        seen, weights = self.n_rows, self.data[3]
+        # Every row is visited once an epoch: the weights' total is known.
+        record = {"epoch": self.epoch,
+                  "loss": position["loss_sum"] / total_weight(weights, seen)}
+        if net.output != "identity":
+            record["accuracy"] = position["n_correct"] / seen
+        record["lr"] = rate
+        record["seconds"] = time.perf_counter() - start
+        if self.validation is not None:
+            for key, value in net._evaluate(*self.validation).items():
+                record["val_" + key] = value
+        self.position = {"rows_done": 0, "loss_sum": 0.0, "n_correct": 0, "rng": None}
+        return record
+
+    def _steps(self, order, rate):
+        """Run the batches of `order` in C; returns the rows trained. Copies
+        the counters and progress back however the call ends."""
+        stepper, position = self.stepper, self.position
+        try:
+            stepper.run(order, rate)
+        finally:
+            self.optimizer.step = stepper.step
+            self.network._batches_done = stepper.batches_done
+            position["rows_done"] += stepper.rows_done
+            position["loss_sum"] += stepper.loss_sum
+            position["n_correct"] += stepper.n_correct
+        return stepper.rows_done
