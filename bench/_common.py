@@ -50,8 +50,9 @@ def machine():
 
 
 def versions():
-    import cmlp
     import scipy
+
+    import cmlp
     found = {"cmlp": cmlp.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
     for name, module in (("torch", "torch"), ("scikit-learn", "sklearn")):
         lib = optional(module)

@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 
-from _common import load_data, markdown_table, optional, write_json
-
 from cmlp import Network
 from cmlp.reference import ReferenceNetwork
+
+from _common import load_data, markdown_table, optional, write_json
 
 SIZES = [784, 128, 64, 10]
 
@@ -117,7 +117,8 @@ def main(argv=None):
     contenders = [("cmlp float32", net.predict_proba), ("NumPy reference", ref.forward)]
     if torch_fn is not None:
         contenders.append(("PyTorch CPU", torch_fn))
-    latency = {name: {n: per_call(lambda f=fn, X=np.ascontiguousarray(X_test[:n]): f(X), budget)
+    inputs = {n: np.ascontiguousarray(X_test[:n]) for n in sizes}
+    latency = {name: {n: per_call(lambda f=fn, X=inputs[n]: f(X), budget)
                       for n in sizes} for name, fn in contenders}
     latency["cmlp float32, dense random input"] = {1: per_call(lambda: net.predict_proba(dense), budget)}
     for name, fn in contenders[1:]:

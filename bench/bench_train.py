@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 
-from _common import load_data, markdown_table, optional, write_json
-
 from cmlp import Network, _bench_floor
 from cmlp.reference import ReferenceNetwork
+
+from _common import load_data, markdown_table, optional, write_json
 
 SIZES = [784, 128, 64, 10]
 LR = 0.1
@@ -146,7 +146,7 @@ def main(argv=None):
         # Rounds interleave the systems, so that the machine's drift hits all
         # of them alike and the ratios are measured side by side.
         for _ in range(args.repeats):
-            for name, (run, times) in runs.items():
+            for run, times in runs.values():
                 start = time.perf_counter()
                 reported = run()
                 elapsed = time.perf_counter() - start

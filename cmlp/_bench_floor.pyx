@@ -16,6 +16,13 @@ from cmlp._blas cimport gemm
 from cmlp._engine cimport NetLayout
 
 
+cdef void _free_all(void* a, void* b, void* c, void* d) noexcept nogil:
+    free(a)
+    free(b)
+    free(c)
+    free(d)
+
+
 def gemm_floor_epoch(floating[::1] params, NetLayout layout,
                      const floating[:, ::1] X,   # IN (n, sizes[0]): rows 0..n-1 in order
                      Py_ssize_t batch):
@@ -33,7 +40,7 @@ def gemm_floor_epoch(floating[::1] params, NetLayout layout,
     cdef const floating* a_prev
     cdef floating* a
     if act == NULL or delta == NULL or dx == NULL or grad == NULL:
-        free(act); free(delta); free(dx); free(grad)
+        _free_all(act, delta, dx, grad)
         raise MemoryError()
     for l in range(batch * widest):
         delta[l] = 0
@@ -60,7 +67,7 @@ def gemm_floor_epoch(floating[::1] params, NetLayout layout,
                          delta, <int> n_out, &params[layout.c.w_offsets[l]], <int> n_out,
                          <floating> 0, dx, <int> n_in)
             start += m
-    free(act); free(delta); free(dx); free(grad)
+    _free_all(act, delta, dx, grad)
 
 
 cdef inline Py_ssize_t _width_before(NetLayout layout, Py_ssize_t l) noexcept nogil:

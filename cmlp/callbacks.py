@@ -101,12 +101,12 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, run, record):
         from cmlp.persistence import write_checkpoint
-        write_checkpoint(run, self.path)
+        write_checkpoint(run, self.path, self.metadata)
         return False
 
     def on_interrupt(self, run):
         from cmlp.persistence import write_checkpoint
-        write_checkpoint(run, self.path)
+        write_checkpoint(run, self.path, self.metadata)
 
 
 class ProgressBar(Callback):

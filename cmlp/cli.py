@@ -7,10 +7,11 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
-from cmlp.datasets import load_mnist
+from cmlp import __version__
 from cmlp._layout import ACTIVATIONS
+from cmlp._validation import check_number
+from cmlp.callbacks import Callback, Checkpoint
+from cmlp.datasets import load_mnist
 from cmlp.network import Network, load_history
 from cmlp.optimizers import NAMES as OPTIMIZERS
 from cmlp.schedules import KINDS as SCHEDULES
@@ -31,8 +32,11 @@ RUN_OPTIONS = ("hidden", "activation", "epochs", "batch_size", "lr", "dtype", "s
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
     def error(self, message):
-        raise _UsageError(f"{self.prog}: {message}")
+        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
 class _UsageError(Exception):
@@ -40,39 +44,43 @@ class _UsageError(Exception):
 
 
 def _hidden(text):
+    parts = [part.strip() for part in text.split(",")]
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
+        sizes = [int(part) for part in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--hidden takes comma-separated integers, got {text!r}") from None
     if any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"--hidden sizes must be >= 1, got {text!r}")
     return sizes
 
 
-def _checked(kind, ok, requirement):
-    """An argparse type: `kind` of the text, which must satisfy `ok`."""
+def _checked(kind, **bounds):
+    """An argparse type: `kind` of the text, checked by the one number check."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an int' if kind is int else 'a number'}, "
-                                             f"got {text!r}")
-        if not (ok(value) and np.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
-        return value
+            raise argparse.ArgumentTypeError(
+                f"expected {'an int' if kind is int else 'a number'}, got {text!r}") from None
+        try:
+            return check_number(value, "it", integer=kind is int, **bounds)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("it must", "must")) from None
     return parse
 
 
 def _positive(kind):
-    return _checked(kind, lambda value: value > 0, "> 0")
+    return _checked(kind, low=0, low_open=True)
 
 
-_non_negative_int = _checked(int, lambda value: value >= 0, ">= 0")
-_rate = _checked(float, lambda value: 0 <= value < 1, "in [0, 1)")
+_rate = _checked(float, low=0, high=1, high_open=True)
+_non_negative = _checked(float, low=0)
 
 
 def build_parser():
     parser = _Parser(prog="cmlp", description="A C-level multilayer perceptron.")
+    parser.add_argument("--version", action="version", version=f"cmlp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     train = commands.add_parser(
@@ -85,14 +93,16 @@ def build_parser():
     train.add_argument("--hidden", type=_hidden, default=[128, 64], metavar="128,64",
                        help="hidden layer widths (default 128,64)")
     train.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
-    train.add_argument("--epochs", type=_non_negative_int, default=10)
+    train.add_argument("--epochs", type=_checked(int, low=1), default=10,
+                       help="passes over the training set (with --resume: extends the run)")
     train.add_argument("--batch-size", type=_positive(int), default=128)
     train.add_argument("--lr", type=_positive(float), default=None,
                        help="learning rate (default 0.1 for sgd/momentum/nesterov, 0.001 for adam)")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    train.add_argument("--momentum", type=float, default=None,
+    train.add_argument("--momentum", type=_checked(float, low=0, high=1, high_open=True),
+                       default=None,
                        help="momentum for the momentum/nesterov optimizers (default 0.9)")
-    train.add_argument("--weight-decay", type=float, default=0.0, metavar="L2",
+    train.add_argument("--weight-decay", type=_non_negative, default=0.0, metavar="L2",
                        help="L2 coefficient on the weights (default 0)")
     train.add_argument("--dropout", type=_rate, default=0.0, metavar="RATE",
                        help="inverted dropout after every hidden layer while training "
@@ -110,7 +120,8 @@ def build_parser():
                             "15 epochs); "
                             "options given explicitly still apply")
     train.add_argument("--resume", metavar="PATH",
-                       help="continue the run a --checkpoint file holds (with its options)")
+                       help="continue the run a --checkpoint file holds, with its options "
+                            "(only --epochs may change, to extend it)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="PATH",
@@ -132,18 +143,65 @@ def build_parser():
     return parser
 
 
-def train(args):
+class TestSetMetrics(Callback):
+    """Adds test_loss and test_accuracy to each epoch's record (the CLI's
+    per-epoch report; never used for any decision)."""
+
+    def __init__(self, X, y):
+        self.X, self.y = X, y
+
+    def on_epoch_end(self, run, record):
+        scores = run.network.evaluate(self.X, self.y)
+        run.history.records[-1].update({"test_" + key: value for key, value in scores.items()})
+        return False
+
+
+class Report(Callback):
+    """One line per epoch: loss, train accuracy, held-out accuracy, lr, time."""
+
+    def __init__(self, held_out, epochs):
+        self.held_out, self.epochs = held_out, epochs
+
+    def on_epoch_end(self, run, record):
+        r = run.history.records[-1]
+        print(f"epoch {r['epoch']:>{len(str(self.epochs))}}/{self.epochs}  loss {r['loss']:.4f}  "
+              f"train acc {r['accuracy']:.4f}  {self.held_out} acc "
+              f"{r[self.held_out + '_accuracy']:.4f}  lr {r['lr']:.3g}  {r['seconds']:.2f}s",
+              flush=True)
+        return False
+
+
+def resume_options(args, explicit):
+    """Load the checkpoint of --resume: (network, fit kwargs), with args set
+    to the run's options. Options given again must not conflict with it."""
+    resumed, fit_kwargs = Network.load_checkpoint(args.resume)
+    saved = fit_kwargs.pop("checkpoint_metadata").get("cli")
+    if saved is None:
+        raise ValueError(f"{args.resume!r} was not written by 'cmlp train --checkpoint'")
+    conflicts = sorted(name for name in RUN_OPTIONS
+                       if name in explicit and name != "epochs"
+                       and saved.get(name, getattr(args, name)) != getattr(args, name))
+    if conflicts:
+        flags = ", ".join("--" + name.replace("_", "-") for name in conflicts)
+        raise _UsageError(f"cmlp train: {flags} differ from the run in {args.resume}; a resumed "
+                          "run keeps its options (only --epochs may extend it)")
+    if "epochs" in explicit:
+        if args.epochs < fit_kwargs["initial_epoch"]:
+            raise _UsageError(f"cmlp train: --epochs {args.epochs} is fewer than the "
+                              f"{fit_kwargs['initial_epoch']} epochs the run has done")
+        fit_kwargs["epochs"] = saved["epochs"] = args.epochs
+    for name in RUN_OPTIONS:
+        setattr(args, name, saved.get(name, getattr(args, name)))
+    args.checkpoint = args.checkpoint or args.resume
+    args.data = args.data or saved["data"]
+    return resumed, fit_kwargs
+
+
+def train(args, explicit=()):
     start = time.perf_counter()
     resumed = fit_kwargs = None
     if args.resume:
-        resumed, fit_kwargs = Network.load_checkpoint(args.resume)
-        saved = fit_kwargs.pop("checkpoint_metadata").get("cli")
-        if saved is None:
-            raise ValueError(f"{args.resume!r} was not written by 'cmlp train --checkpoint'")
-        for name in RUN_OPTIONS:
-            setattr(args, name, saved.get(name, getattr(args, name)))
-        args.checkpoint = args.checkpoint or args.resume
-        args.data = args.data or saved["data"]
+        resumed, fit_kwargs = resume_options(args, explicit)
 
     X_train, y_train, X_test, y_test = load_mnist(args.data)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
@@ -160,35 +218,37 @@ def train(args):
     # trained (and saved) network takes raw [0, 1] pixels. Checkpoints hold
     # the network as it trains, on standardized pixels.
     mean, std = (float(X_train.mean()), float(X_train.std())) if args.standardize else (0.0, 1.0)
-    scale = lambda X: ((X - mean) / std).astype(net.dtype) if args.standardize else X
+
+    def scale(X):
+        return ((X - mean) / std).astype(net.dtype) if args.standardize else X
 
     # Per-epoch accuracy on the test set, or, with early stopping (which must
     # not look at the test set), on 10% of the training set held out.
     held_out = "val" if args.early_stopping else "test"
-
-    def report(history):
-        r = history.records[-1]
-        print(f"epoch {r['epoch']:>{len(str(args.epochs))}}/{args.epochs}  loss {r['loss']:.4f}  "
-              f"train acc {r['accuracy']:.4f}  {held_out} acc {r['val_accuracy']:.4f}  "
-              f"lr {r['lr']:.3g}  {r['seconds']:.2f}s", flush=True)
-
+    callbacks = [] if args.early_stopping else [TestSetMetrics(scale(X_test), y_test)]
     cli = {**{name: getattr(args, name) for name in RUN_OPTIONS}, "data": args.data}
+    if args.checkpoint:
+        callbacks.append(Checkpoint(args.checkpoint, {"cli": cli}))
+    callbacks.append(Report(held_out, args.epochs))
     if fit_kwargs is None:
         fit_kwargs = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           optimizer=args.optimizer, momentum=args.momentum,
                           weight_decay=args.weight_decay, schedule=args.schedule,
                           early_stopping=args.early_stopping, patience=args.patience,
-                          validation_split=0.1 if args.early_stopping else 0.0,
-                          checkpoint=args.checkpoint, checkpoint_metadata={"cli": cli})
+                          validation_split=0.1 if args.early_stopping else 0.0)
     else:
-        fit_kwargs["checkpoint"] = args.checkpoint
-        fit_kwargs["checkpoint_metadata"] = {"cli": cli}
+        del fit_kwargs["checkpoint"]
         print(f"resuming {args.resume} after epoch {fit_kwargs['initial_epoch']}", flush=True)
-    validation = None if args.early_stopping else (scale(X_test), y_test)
     if args.plot:
         load_plotting()          # fail now, not after the training
-    history = net.fit(scale(X_train), y_train, validation_data=validation, verbose=0,
-                      progress=args.progress, on_epoch_end=report, **fit_kwargs)
+    try:
+        history = net.fit(scale(X_train), y_train, verbose=0, progress=args.progress,
+                          callbacks=callbacks, **fit_kwargs)
+    except KeyboardInterrupt:
+        if args.checkpoint:
+            print(f"cmlp: interrupted; {args.checkpoint} holds every finished batch: continue "
+                  f"with 'cmlp train --resume {args.checkpoint}'", file=sys.stderr)
+        raise
     if args.early_stopping and history.best_epoch is not None:
         print(f"kept the weights of epoch {history.best_epoch} (best {held_out} loss)")
     if args.standardize:
@@ -216,23 +276,45 @@ def plot(args):
     return 0
 
 
+def _parse(parser, argv):
+    # Unknown options are the subcommand's mistake: point at its help.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        prog = f"cmlp {args.command}"
+        raise _UsageError(f"{prog}: unrecognized arguments: {' '.join(unknown)} "
+                          f"(see '{prog} --help')")
+    return args
+
+
 def parse_args(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if getattr(args, "preset", None):
         # Re-parse with the preset as defaults, so explicit options win.
-        train = parser._subparsers._group_actions[0].choices["train"]
-        train.set_defaults(**PRESETS[args.preset])
-        args = parser.parse_args(argv)
+        _train_parser(parser).set_defaults(**PRESETS[args.preset])
+        args = _parse(parser, argv)
     return args
+
+
+def _train_parser(parser):
+    return parser._subparsers._group_actions[0].choices["train"]
+
+
+def given_options(argv=None):
+    """The names of the train options given on the command line
+    (abbreviations are off, so each appears under one of its own names)."""
+    tokens = sys.argv[1:] if argv is None else argv
+    return {action.dest for action in _train_parser(build_parser())._actions
+            if any(token == name or token.startswith(name + "=")
+                   for token in tokens for name in action.option_strings)}
 
 
 def main(argv=None):
     try:
         args = parse_args(argv)
-        return plot(args) if args.command == "plot" else train(args)
+        return plot(args) if args.command == "plot" else train(args, given_options(argv))
     except _UsageError as exc:
-        print(f"{exc} (see 'cmlp --help')", file=sys.stderr)
+        print(exc, file=sys.stderr)
     except KeyboardInterrupt:
         print("cmlp: interrupted", file=sys.stderr)
         return 130

@@ -10,7 +10,9 @@ class History:
     ``accuracy``; with
     validation data also ``val_loss`` (and ``val_accuracy``). ``loss`` and
     ``accuracy`` are running means over the epoch's mini-batches, each
-    measured before its update. Read a column as ``history["loss"]`` or
+    measured before its update. ``cmlp train`` adds ``test_loss`` and
+    ``test_accuracy`` (the test set, which it never uses to decide).
+    Read a column as ``history["loss"]`` or
     ``history.loss`` (a list over epochs).
     """
 
@@ -71,17 +73,17 @@ class History:
         Figure, FigureCanvasAgg = _matplotlib()
         epochs = self["epoch"]
         panels = [("loss", "loss")]
-        if "accuracy" in self.records[0] or "val_accuracy" in self.records[0]:
+        if any(key in self.records[0] for key in ("accuracy", "val_accuracy", "test_accuracy")):
             panels.append(("accuracy", "accuracy"))
         panels.append(("lr", "learning rate"))
         figure = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
         FigureCanvasAgg(figure)
         for axis, (key, label) in zip(figure.subplots(1, len(panels), squeeze=False)[0],
                                       panels):
-            for column, style in ((key, "-o"), ("val_" + key, "--s")):
+            for column, style, name in ((key, "-o", "train"), ("val_" + key, "--s", "validation"),
+                                        ("test_" + key, ":^", "test")):
                 if column in self.records[0]:
-                    axis.plot(epochs, self[column], style, markersize=3,
-                              label="validation" if column.startswith("val_") else "train")
+                    axis.plot(epochs, self[column], style, markersize=3, label=name)
             axis.set_xlabel("epoch")
             axis.set_ylabel(label)
             if key == "lr" and min(self["lr"]) > 0:

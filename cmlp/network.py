@@ -5,16 +5,31 @@ cmlp.callbacks; Network ties them to one set of parameters.
 """
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
 
 import numpy as np
 
 from cmlp import _engine, persistence
-from cmlp._layout import (ACTIVATIONS, OUTPUTS, check_architecture, check_dropout,
-                          dropout_key, init_params, offsets, shuffle_seed, split_flat)
-from cmlp._validation import (as_labels, as_matrix, as_sample_weight, as_targets,
-                              class_weights, positive_float, positive_int)
+from cmlp._layout import (
+    ACTIVATIONS,
+    OUTPUTS,
+    check_architecture,
+    check_dropout,
+    dropout_key,
+    init_params,
+    offsets,
+    shuffle_seed,
+    split_flat,
+)
+from cmlp._validation import (
+    as_labels,
+    as_matrix,
+    as_sample_weight,
+    as_targets,
+    class_weights,
+    positive_float,
+    positive_int,
+)
 from cmlp.callbacks import Checkpoint, EarlyStopping, EpochEnd, PrintEpochs, ProgressBar
 from cmlp.history import History
 from cmlp.optimizers import Optimizer, make_optimizer

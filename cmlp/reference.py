@@ -17,8 +17,14 @@ Nothing here is tuned for speed.
 import numpy as np
 from scipy.special import erfc, expit
 
-from cmlp._layout import (check_architecture, check_dropout, dropout_key, init_params, split_flat,
-                          shuffle_seed)
+from cmlp._layout import (
+    check_architecture,
+    check_dropout,
+    dropout_key,
+    init_params,
+    shuffle_seed,
+    split_flat,
+)
 
 LEAKY_SLOPE = 0.01
 

@@ -6,10 +6,9 @@ import sys
 
 import pytest
 
-import cmlp
+from helpers import ENV
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(cmlp.__file__)))}
 
 
 @pytest.mark.parametrize("script,kind,table", [

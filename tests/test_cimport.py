@@ -1,19 +1,17 @@
 """Other Cython code can cimport cmlp's kernels from the installed .pxd files."""
-import os
 import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
+
+from helpers import ENV
 
 pytest.importorskip("Cython")
 
-import cmlp  # noqa: E402
 
 # Whichever cmlp is under test (installed, or built in place) must be the one
 # the subprocesses compile against and import.
-ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(cmlp.__file__)))}
 
 USER_EXTENSION = """
 # cython: language_level=3
@@ -40,7 +38,7 @@ def test_external_extension_cimports_kernels(tmp_path):
     build = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600, env=ENV)
     assert build.returncode == 0, build.stderr[-2000:]
-    check = f"""
+    check = """
 import numpy as np, user_ext
 from cmlp import reference
 rng = np.random.default_rng(0)

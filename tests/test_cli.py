@@ -1,28 +1,18 @@
 """The `cmlp` command line: the default MNIST run (the acceptance target),
 options, and one-line errors with exit code 2."""
-import os
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-import cmlp
 from cmlp import Network
 from cmlp.cli import main
 
-# Subprocesses import the cmlp under test (installed, or built in place).
-ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(cmlp.__file__)))}
+from helpers import popen_cli, run_cli
 
-
-def run(*args, env=None):
-    # From a neutral directory, so `-m cmlp` finds the installed package,
-    # not an unbuilt source tree in the current directory.
-    return subprocess.run([sys.executable, "-m", "cmlp", *args], capture_output=True, text=True,
-                          env={**ENV, **(env or {})}, timeout=900,
-                          cwd=os.path.dirname(os.path.abspath(__file__)))
+run = run_cli
 
 
 def test_default_training_reaches_target_accuracy(mnist_path, tmp_path):
@@ -62,7 +52,11 @@ def test_options_and_environment_data(mnist_path, capsys, monkeypatch):
 @pytest.mark.parametrize("args,message", [
     (["train", "--lr", "-1"], "--lr: must be > 0"),
     (["train", "--hidden", "12,x"], "--hidden takes comma-separated integers"),
-    (["train", "--epochs", "-2"], "--epochs: must be >= 0"),
+    (["train", "--epochs", "-2"], "--epochs: must be >= 1"),
+    (["train", "--epochs", "0"], "--epochs: must be >= 1"),         # would train nothing
+    (["train", "--hidden", "128,,64"], "--hidden takes comma-separated integers"),
+    (["train", "--epoch", "3"], "unrecognized arguments: --epoch 3 (see 'cmlp train --help')"),
+    (["train", "--lr", "x"], "(see 'cmlp train --help')"),
     (["train", "--dtype", "float16"], "invalid choice"),
     (["train", "--dropout", "1"], "--dropout: must be in [0, 1)"),
     (["plot", "/no/such/model.npz"], "no model file"),
@@ -105,10 +99,8 @@ def test_killed_run_resumes_bit_identical(mnist_path, tmp_path):
     assert run("train", *options, "--save", str(whole)).returncode == 0
 
     ckpt = tmp_path / "run.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "cmlp", "train", *options,
-                             "--checkpoint", str(ckpt)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
-                            cwd=os.path.dirname(os.path.abspath(__file__)))
+    proc = popen_cli("train", *options, "--checkpoint", str(ckpt),
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)

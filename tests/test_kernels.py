@@ -1,9 +1,10 @@
 """Every C kernel (cmlp.kernels) against its NumPy twin (cmlp.reference)."""
 import numpy as np
 import pytest
-
-from cmlp import checked_kernels as kernels, reference
 from conftest import assert_close
+
+from cmlp import checked_kernels as kernels
+from cmlp import reference
 
 DTYPES = [np.float64, np.float32]
 # m = 1..8 take the row-by-row path, larger m the gemm path.

@@ -129,7 +129,7 @@ def test_history_records():
     assert history["epoch"] == [1, 2, 3] and history.epoch == [1, 2, 3]
     assert all(s >= 0 for s in history.seconds)
     with pytest.raises(AttributeError, match="no column"):
-        history.nope
+        _ = history.nope
     assert len(Network([6, 4, 3], seed=0).fit(X, y, epochs=0, verbose=0)) == 0
 
 

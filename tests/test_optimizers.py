@@ -1,13 +1,15 @@
 """Optimizers, weight decay, schedules, warm start and checkpoints."""
 import numpy as np
 import pytest
+from conftest import assert_close
 
 from cmlp import Network, reference
 from cmlp import checked_kernels as kernels
 from cmlp.optimizers import SGD, Adam, make_optimizer
 from cmlp.reference import ReferenceNetwork
 from cmlp.schedules import Constant, Cosine, InverseScaling, Step, make_schedule
-from conftest import assert_close
+
+from helpers import Crash, crash_after
 
 DTYPES = [np.float64, np.float32]
 
@@ -131,10 +133,6 @@ def test_optimizer_state_is_saved_with_the_model(tmp_path):
     np.testing.assert_array_equal(loaded.optimizer.state[0], net.optimizer.state[0])
 
 
-class Stop(Exception):
-    pass
-
-
 @pytest.mark.parametrize("optimizer", ["adam", "momentum"])
 def test_resume_from_checkpoint_is_bit_identical(tmp_path, optimizer):
     rng = np.random.default_rng(4)
@@ -148,11 +146,8 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path, optimizer):
     path = tmp_path / "run.npz"
     crashed = Network([6, 10, 3], seed=9)
 
-    def crash(history):
-        if len(history) == 2:
-            raise Stop()
-    with pytest.raises(Stop):
-        crashed.fit(X, y, checkpoint=path, on_epoch_end=crash, **kwargs)
+    with pytest.raises(Crash):
+        crashed.fit(X, y, checkpoint=path, on_epoch_end=crash_after(2), **kwargs)
 
     resumed, fit_kwargs = Network.load_checkpoint(path)
     assert fit_kwargs["initial_epoch"] == 2 and len(fit_kwargs["history"]) == 2
@@ -222,12 +217,9 @@ def test_early_stopping_resumes_exactly(tmp_path):
 
     crashed = Network([8, 64, 2], seed=1)
     stop_at = max(1, len(full) - 3)
-
-    def crash(history):
-        if len(history) == stop_at:
-            raise Stop()
-    with pytest.raises(Stop):
-        crashed.fit(X, y, checkpoint=tmp_path / "c.npz", on_epoch_end=crash, **kwargs)
+    with pytest.raises(Crash):
+        crashed.fit(X, y, checkpoint=tmp_path / "c.npz", on_epoch_end=crash_after(stop_at),
+                    **kwargs)
     net, fit_kwargs = Network.load_checkpoint(tmp_path / "c.npz")
     history = net.fit(X, y, **{**fit_kwargs, "verbose": 0})
     assert history.val_loss == full.val_loss and history.best_epoch == full.best_epoch

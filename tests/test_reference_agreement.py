@@ -4,10 +4,10 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 from cmlp import Network
 from cmlp.reference import ReferenceNetwork
-from conftest import assert_close
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity", "leaky_relu", "gelu"]
 OUTPUTS = ["softmax", "identity", "sigmoid"]

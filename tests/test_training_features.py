@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 
 from cmlp import Network, load_history
-from cmlp.optimizers import Adam
 
-
-def blobs(n=300, d=10, k=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((k, d)) * 3
-    y = rng.integers(0, k, n)
-    return centers[y] + rng.standard_normal((n, d)), y
+from helpers import Crash, blobs, crash_after
 
 
 def test_dropout_is_off_at_predict_and_changes_training():
@@ -78,15 +72,9 @@ def test_resume_with_dropout_is_bit_identical(tmp_path, optimizer):
     whole = Network([10, 24, 12, 3], "gelu", seed=9, dropout=[0.3, 0.1])
     whole.fit(X, y, **kwargs)
 
-    class Crash(Exception):
-        pass
-
-    def crash_after_2(history):
-        if len(history) == 2:
-            raise Crash
     first = Network([10, 24, 12, 3], "gelu", seed=9, dropout=[0.3, 0.1])
     with pytest.raises(Crash):
-        first.fit(X, y, checkpoint=tmp_path / "run.npz", on_epoch_end=crash_after_2, **kwargs)
+        first.fit(X, y, checkpoint=tmp_path / "run.npz", on_epoch_end=crash_after(2), **kwargs)
     resumed, fit_kwargs = Network.load_checkpoint(tmp_path / "run.npz")
     assert fit_kwargs["initial_epoch"] == 2
     fit_kwargs.update(sample_weight=kwargs["sample_weight"], verbose=0)
