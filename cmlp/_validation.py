@@ -34,6 +34,38 @@ def as_matrix(X, n_features, dtype, name="X"):
     return arr
 
 
+def check_Xy(X, y, n_features, n_outputs, output, dtype, names=("X", "y")):
+    """(X, labels, targets) for a network with `output`: integer labels for
+    softmax, float targets otherwise; the unused one of the two is empty."""
+    X = as_matrix(X, n_features, dtype, names[0])
+    n = X.shape[0]
+    if output == "softmax":
+        return X, as_labels(y, n, n_outputs, names[1]), np.empty((0, n_outputs), dtype=dtype)
+    targets = as_targets(y, n, n_outputs, dtype, names[1])
+    if output == "sigmoid" and ((targets < 0).any() or (targets > 1).any()):
+        raise ValueError(f"{names[1]}: a sigmoid output needs targets in [0, 1] "
+                         "(one column per label)")
+    return X, np.empty(0, dtype=np.int32), targets
+
+
+def check_weights(sample_weight, class_weight, labels, n, output, n_outputs, dtype,
+                  name="sample_weight"):
+    """Per-row weights (n,) of `dtype` combining sample_weight and
+    class_weight, or an empty array when neither is given."""
+    w = None if sample_weight is None else as_sample_weight(sample_weight, n, name)
+    if class_weight is not None:
+        if output != "softmax":
+            raise ValueError("class_weight needs a softmax output (integer class labels); "
+                             "use sample_weight")
+        per_class = class_weights(class_weight, labels, n_outputs)
+        w = per_class[labels] if w is None else w * per_class[labels]
+    if w is None:
+        return np.empty(0, dtype=dtype)
+    if not w.sum() > 0:
+        raise ValueError("the sample weights sum to 0: nothing would be learned")
+    return np.ascontiguousarray(w, dtype=dtype)
+
+
 def as_labels(y, n, n_classes, name="y"):
     """Integer class labels in [0, n_classes) as a contiguous int32 array of length n."""
     arr = np.asarray(y)

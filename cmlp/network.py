@@ -21,20 +21,11 @@ from cmlp._layout import (
     shuffle_seed,
     split_flat,
 )
-from cmlp._validation import (
-    as_labels,
-    as_matrix,
-    as_sample_weight,
-    as_targets,
-    class_weights,
-    positive_float,
-    positive_int,
-)
-from cmlp.callbacks import Checkpoint, EarlyStopping, EpochEnd, PrintEpochs, ProgressBar
+from cmlp._validation import as_matrix, check_weights, check_Xy, positive_float, positive_int
 from cmlp.history import History
-from cmlp.optimizers import Optimizer, make_optimizer
+from cmlp.optimizers import Optimizer, make_optimizer, optimizer_for
 from cmlp.schedules import Schedule, make_schedule
-from cmlp.training import TrainingRun, prepare_data, total_weight
+from cmlp.training import TrainingRun, prepare_data, shorthand_callbacks, total_weight
 
 FORMAT = persistence.FORMAT
 
@@ -107,15 +98,11 @@ class Network:
             np.asarray([ACTIVATIONS[a] for a in self.activations] + [ACTIVATIONS["identity"]],
                        dtype=np.int32),
             self._dropout, OUTPUTS[self.output], n_params)
-        self.weights = self._views(self._parameters)
-        self.biases = self._views(self._parameters, biases=True)
+        self.weights, self.biases = split_flat(self._parameters, self.sizes)
         # The dtype's specialisation of the fused C entry point, picked once:
         # dispatching on every call would cost more than a one-sample forward.
         self._forward = _engine.forward[self.dtype.name.replace("float32", "float")
                                         .replace("float64", "double")]
-
-    def _views(self, flat, biases=False):
-        return split_flat(flat, self.sizes)[1 if biases else 0]
 
     @property
     def dropout(self):
@@ -160,34 +147,13 @@ class Network:
 
     def _check_Xy(self, X, y, names=("X", "y")):
         """(X, labels, targets), with the unused one of labels/targets empty."""
-        X = self._check_X(X, names[0])
-        n = X.shape[0]
-        if self.output == "softmax":
-            labels = as_labels(y, n, self.n_outputs, names[1])
-            targets = np.empty((0, self.n_outputs), dtype=self.dtype)
-        else:
-            labels = np.empty(0, dtype=np.int32)
-            targets = as_targets(y, n, self.n_outputs, self.dtype, names[1])
-            if self.output == "sigmoid" and ((targets < 0).any() or (targets > 1).any()):
-                raise ValueError(f"{names[1]}: a sigmoid output needs targets in [0, 1] "
-                                 "(one column per label)")
-        return X, labels, targets
+        return check_Xy(X, y, self.n_features, self.n_outputs, self.output, self.dtype, names)
 
     def _check_weights(self, sample_weight, class_weight, labels, n, name="sample_weight"):
         """Per-row weights (n,) combining sample_weight and class_weight, or
         an empty array when neither is given."""
-        w = None if sample_weight is None else as_sample_weight(sample_weight, n, name)
-        if class_weight is not None:
-            if self.output != "softmax":
-                raise ValueError("class_weight needs a softmax output (integer class labels); "
-                                 "use sample_weight")
-            per_class = class_weights(class_weight, labels, self.n_outputs)
-            w = per_class[labels] if w is None else w * per_class[labels]
-        if w is None:
-            return np.empty(0, dtype=self.dtype)
-        if not w.sum() > 0:
-            raise ValueError("the sample weights sum to 0: nothing would be learned")
-        return np.ascontiguousarray(w, dtype=self.dtype)
+        return check_weights(sample_weight, class_weight, labels, n, self.output,
+                             self.n_outputs, self.dtype, name)
 
     def _workspace(self, rows):
         return np.empty((rows, self._layout.work_per_row), dtype=self.dtype)
@@ -346,21 +312,14 @@ class Network:
         epochs = positive_int(epochs, "epochs", minimum=0)
         batch_size = positive_int(batch_size, "batch_size")
         initial_epoch = positive_int(initial_epoch, "initial_epoch", minimum=0)
-        opt = self._optimizer_for(optimizer, lr, momentum, weight_decay)
+        opt = optimizer_for(self.optimizer, optimizer, lr, momentum, weight_decay)
         schedule = make_schedule(schedule)
         data, validation = prepare_data(self, X, y, sample_weight, class_weight,
                                         validation_data, validation_split)
         if history is not None and not isinstance(history, History):
             raise TypeError("history must be a History (from load_checkpoint)")
-        shorthands = [EarlyStopping(patience, min_delta)] if early_stopping else []
-        if checkpoint is not None:
-            shorthands.append(Checkpoint(checkpoint, checkpoint_metadata))
-        if progress:
-            shorthands.append(ProgressBar())
-        if verbose:
-            shorthands.append(PrintEpochs())
-        if on_epoch_end is not None:
-            shorthands.append(EpochEnd(on_epoch_end))
+        shorthands = shorthand_callbacks(early_stopping, patience, min_delta, checkpoint,
+                                         checkpoint_metadata, progress, verbose, on_epoch_end)
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError("gradient_hook must be callable")
         config = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
@@ -373,20 +332,9 @@ class Network:
                           gradient_hook=gradient_hook, history=history,
                           initial_epoch=initial_epoch, config=config)
         self.optimizer = opt
-        if data[2].size and np.ndim(y) == 1:
-            self._target_ndim = 1
+        if data[2].size:             # float targets: remember their shape for predict
+            self._target_ndim = 1 if np.ndim(y) == 1 else 2
         return run.run()
-
-    def _optimizer_for(self, optimizer, lr, momentum, weight_decay):
-        """The optimizer a fit uses: the network's own (state kept) when no
-        optimizer argument is given, else a new one."""
-        if lr is not None:
-            lr = positive_float(lr, "lr")
-        if optimizer is None and lr is None and momentum is None and weight_decay is None \
-                and self.optimizer is not None:
-            return self.optimizer
-        return make_optimizer("sgd" if optimizer is None else optimizer, lr, momentum,
-                              weight_decay)
 
     def partial_fit(self, X, y, *, sample_weight=None, class_weight=None,
                     batch_size: int = 128, optimizer: str | Optimizer | None = None,

@@ -123,6 +123,17 @@ class Adam(Optimizer):
 NAMES = ("sgd", "momentum", "nesterov", "adam")
 
 
+def optimizer_for(current, optimizer=None, lr=None, momentum=None, weight_decay=None):
+    """The optimizer a fit uses: `current` (the network's own, state kept)
+    when no optimizer argument is given, else a new one (make_optimizer)."""
+    if lr is not None:
+        lr = check_number(lr, "lr", low=0, low_open=True)
+    if optimizer is None and lr is None and momentum is None and weight_decay is None \
+            and current is not None:
+        return current
+    return make_optimizer("sgd" if optimizer is None else optimizer, lr, momentum, weight_decay)
+
+
 def make_optimizer(optimizer="sgd", lr=None, momentum=None, weight_decay=None):
     """An Optimizer from a name and fit()'s keyword arguments, or the object given.
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from cmlp._layout import split_seed
 from cmlp._stepper import BatchStepper
-from cmlp.callbacks import Callback, EarlyStopping
+from cmlp.callbacks import Callback, Checkpoint, EarlyStopping, EpochEnd, PrintEpochs, ProgressBar
 from cmlp.history import History
 
 # With a callback that reports progress within epochs, an epoch runs as
@@ -37,6 +37,21 @@ CALLS_PER_EPOCH = 100
 def total_weight(weights, n):
     """The sum of the sample weights (float64), or n when there are none."""
     return float(weights.sum(dtype=np.float64)) if weights.size else n
+
+
+def shorthand_callbacks(early_stopping, patience, min_delta, checkpoint, checkpoint_metadata,
+                        progress, verbose, on_epoch_end):
+    """The callbacks fit's keyword arguments stand for."""
+    callbacks = [EarlyStopping(patience, min_delta)] if early_stopping else []
+    if checkpoint is not None:
+        callbacks.append(Checkpoint(checkpoint, checkpoint_metadata))
+    if progress:
+        callbacks.append(ProgressBar())
+    if verbose:
+        callbacks.append(PrintEpochs())
+    if on_epoch_end is not None:
+        callbacks.append(EpochEnd(on_epoch_end))
+    return callbacks
 
 
 def prepare_data(net, X, y, sample_weight, class_weight, validation_data, validation_split):

@@ -14,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("script,kind,table", [
     ("bench_train.py", "train", "| cmlp float32 |"),
     ("bench_predict.py", "predict", "| cmlp float32 |"),
+    ("bench_hook.py", "hook", "| batch 32 (16 batches) |"),
 ])
 def test_bench_script_runs(tmp_path, script, kind, table):
     result = subprocess.run(
@@ -31,5 +32,8 @@ def test_bench_script_runs(tmp_path, script, kind, table):
         for name in ("cmlp float32", "cmlp float64", "NumPy reference", "GEMM floor"):
             assert set(payload["results"][name]) == {"1", "32", "128", "512"}
             assert all(cell["median_s"] > 0 for cell in payload["results"][name].values())
+    elif kind == "hook":
+        assert set(payload["results"]) == {"1", "32", "128"}
+        assert all(cell["no-op hook"]["epoch_s"] > 0 for cell in payload["results"].values())
     else:
         assert set(payload["latency_s"]["cmlp float32"]) == {"1", "32"}
