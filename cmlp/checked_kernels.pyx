@@ -15,7 +15,7 @@ from cython cimport floating
 
 from cmlp cimport _kernels as K
 from cmlp cimport _optim as O
-from cmlp._validation import as_sample_weight, check_number
+from cmlp._validation import as_labels, as_sample_weight, check_number
 
 __all__ = [
     "linear_forward", "linear_backward", "linear_backward_sgd",
@@ -45,12 +45,7 @@ def _matrix(a, name):
 
 
 def _labels(labels, m, k):
-    labels = np.asarray(labels)
-    if labels.shape != (m,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be {m} integers, got {labels.dtype} {labels.shape}")
-    if m and (labels.min() < 0 or labels.max() >= k):
-        raise ValueError(f"labels must lie in [0, {k})")
-    return np.ascontiguousarray(labels, dtype=np.int32)
+    return as_labels(labels, m, k, "labels")
 
 
 # ---------------------------------------------------------------- linear ----

@@ -9,6 +9,8 @@ curve.
 """
 import math
 
+from cmlp._validation import check_number
+
 
 class Schedule:
     def __call__(self, epoch, epochs, base_lr):
@@ -36,11 +38,8 @@ class Step(Schedule):
     """base_lr * gamma ** (epoch // every); `every` defaults to a third of the run."""
 
     def __init__(self, every=None, gamma=0.1):
-        if every is not None and (not isinstance(every, int) or every < 1):
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
-        self.every, self.gamma = every, float(gamma)
+        self.every = None if every is None else check_number(every, "every", low=1, integer=True)
+        self.gamma = check_number(gamma, "gamma", low=0, high=1, low_open=True)
 
     def __call__(self, epoch, epochs, base_lr):
         every = self.every or max(1, math.ceil(epochs / 3))
@@ -54,9 +53,7 @@ class Cosine(Schedule):
     """Half a cosine from base_lr at the first epoch towards min_lr at the end."""
 
     def __init__(self, min_lr=0.0):
-        if min_lr < 0:
-            raise ValueError(f"min_lr must be >= 0, got {min_lr!r}")
-        self.min_lr = float(min_lr)
+        self.min_lr = check_number(min_lr, "min_lr", low=0)
 
     def __call__(self, epoch, epochs, base_lr):
         return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1 + math.cos(math.pi * epoch / epochs))
@@ -69,9 +66,7 @@ class InverseScaling(Schedule):
     """base_lr / (epoch + 1) ** power, scikit-learn's 'invscaling' per epoch."""
 
     def __init__(self, power=0.5):
-        if power <= 0:
-            raise ValueError(f"power must be > 0, got {power!r}")
-        self.power = float(power)
+        self.power = check_number(power, "power", low=0, low_open=True)
 
     def __call__(self, epoch, epochs, base_lr):
         return base_lr / (epoch + 1) ** self.power

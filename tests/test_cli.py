@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from cmlp import Network
+from cmlp import Network, __version__, load_history
 from cmlp.cli import main
 
 from helpers import popen_cli, run_cli
@@ -173,3 +173,33 @@ def test_dropout_plot_progress_and_cmlp_plot(mnist_path, tmp_path):
     Network([784, 10]).save(tmp_path / "bare.npz")
     result = run("plot", str(tmp_path / "bare.npz"))
     assert result.returncode == 2 and "no training history" in result.stderr
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"cmlp {__version__}"
+
+
+def test_resume_refuses_conflicting_options_and_extends_epochs(mnist_path, tmp_path):
+    ckpt = tmp_path / "run.npz"
+    options = ["--data", mnist_path, "--hidden", "16", "--epochs", "1", "--batch-size", "512"]
+    assert run("train", *options, "--checkpoint", str(ckpt)).returncode == 0
+    result = run("train", "--resume", str(ckpt), "--epochs", "2", "--lr", "0.5", "--hidden", "64")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--hidden, --lr differ from the run in" in result.stderr
+    # Options equal to the run's are fine; --epochs extends it.
+    result = run("train", "--resume", str(ckpt), "--epochs", "2", "--hidden", "16")
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {ckpt} after epoch 1" in result.stdout
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 1 and epochs[0].startswith("epoch 2/2")
+    result = run("train", "--resume", str(ckpt), "--epochs", "1")
+    assert result.returncode == 2 and "fewer than the 2 epochs" in result.stderr
+
+
+def test_the_test_set_is_recorded_as_test_not_validation(mnist_path, tmp_path):
+    model = tmp_path / "m.npz"
+    assert run("train", "--data", mnist_path, "--hidden", "16", "--epochs", "1",
+               "--save", str(model)).returncode == 0
+    history = load_history(model)
+    assert "test_accuracy" in history.keys() and "val_accuracy" not in history.keys()
