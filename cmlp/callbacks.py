@@ -57,8 +57,6 @@ class EarlyStopping(Callback):
         self.best_params = None
 
     def on_train_begin(self, run):
-        if run.validation is None:
-            raise ValueError("early stopping needs validation_data or validation_split")
         self.best_loss, self.best_epoch, self.wait = np.inf, 0, 0
         self.best_params = run.network.parameters.copy()
         # A resumed run: replay the monitor over the epochs already done.

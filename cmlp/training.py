@@ -125,6 +125,8 @@ class TrainingRun:
         if len(stoppers) > 1:
             raise ValueError("give at most one EarlyStopping callback")
         self.early_stopping = stoppers[0] if stoppers else None
+        if self.early_stopping is not None and validation is None:
+            raise ValueError("early stopping needs validation_data or validation_split")
         self.callbacks = stoppers + [c for c in callbacks if c not in stoppers]
         self.data, self.n_rows = data, data[0].shape[0]
         self.batch_size = min(batch_size, self.n_rows)
