@@ -22,6 +22,9 @@ cdef class BatchStepper:
     # The optimizer: kind, hyperparameters, state buffers (n_params or 0).
     cdef public int optimizer
     cdef public double momentum, beta1, beta2, eps, weight_decay
+    # When set, a batch's L2 coefficient is weight_decay / (the batch's weight
+    # total): scikit-learn's alpha, which regularizes the summed loss.
+    cdef public bint decay_per_sample
     cdef readonly object state1, state2
     # Counters, advanced batch by batch (consistent with the parameters even
     # when a run stops early): optimizer steps (Adam's t) and batches trained

@@ -23,6 +23,9 @@ Design
   an exception from the hook, Ctrl-C seen by check_signals between batches)
   leaves parameters, optimizer state and counters describing the same
   point: the end of the last completed batch.
+* Weight decay is L2 on the weights: weight_decay * W added to the gradient
+  or, with decay_per_sample (scikit-learn's alpha), weight_decay / (batch
+  weight total) * W.
 * A non-finite loss stops the run before that batch's update; it is raised
   as ValueError after the GIL is taken back.
 * Python validates (cmlp.training, cmlp.network), Cython computes: nothing
@@ -125,6 +128,7 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
     cdef bint softmax = labels.shape[0] > 0
     cdef bint weighted = weights.shape[0] > 0
     cdef bint hooked = self.gradient_hook is not None
+    cdef bint per_sample = self.decay_per_sample and self.weight_decay != 0
     cdef bint fused = self.fused_sgd
     cdef bint finite = True
     cdef int kind = self.optimizer
@@ -170,12 +174,15 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
             if not isfinite(loss):
                 finite = False
                 break
-            if hooked:
+            if hooked or per_sample:
                 batch_weight = m
                 if weighted:
                     batch_weight = 0
                     for i in range(m):
                         batch_weight += w[i]
+                if per_sample:
+                    f_decay = <floating> (self.weight_decay / batch_weight)
+            if hooked:
                 with gil:
                     self.gradient_hook(self.gradients, batch_weight)
             if not fused:

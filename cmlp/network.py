@@ -423,6 +423,15 @@ class Network:
         `cmlp plot` draws it)."""
         persistence.save(self, path, history)
 
+    def __getstate__(self):
+        # Pickle (copy, joblib) through the model format: no engine buffers.
+        return {"model": persistence.to_bytes(self), "seed": self.seed}
+
+    def __setstate__(self, state):
+        net = persistence.from_bytes(type(self), state["model"])
+        self.__dict__.update(net.__dict__)
+        self.seed = state["seed"]
+
     @classmethod
     def load(cls, path) -> Network:
         """Read a model written by `save` (or a checkpoint). Raises

@@ -22,6 +22,9 @@ class Optimizer:
     """Base class. Subclasses set `kind` and the hyperparameters."""
     kind = OPT_SGD
     n_state = 0
+    # scikit-learn's convention: weight_decay is alpha, the L2 coefficient of
+    # the *summed* loss, so each batch decays by alpha / its weight total.
+    decay_per_sample = False
 
     def __init__(self, lr, weight_decay=0.0):
         self.lr = check_number(lr, "lr", low=0, low_open=True)
@@ -47,6 +50,7 @@ class Optimizer:
         stepper.optimizer = self.kind
         stepper.momentum, stepper.beta1, stepper.beta2, stepper.eps = self.hyperparameters()
         stepper.weight_decay = self.weight_decay
+        stepper.decay_per_sample = self.decay_per_sample
         stepper.step = self.step
         state = list(self.state) + [None, None]
         stepper.set_state(state[0], state[1])
@@ -60,7 +64,10 @@ class Optimizer:
 
     def to_arrays(self, prefix="optimizer_"):
         """The optimizer as .npz fields: its config as JSON, its step, its state."""
-        fields = {prefix + "config": np.array(json.dumps(self.config())),
+        config = self.config()
+        if self.decay_per_sample:
+            config["decay_per_sample"] = True
+        fields = {prefix + "config": np.array(json.dumps(config)),
                   prefix + "step": np.array(self.step, dtype=np.int64)}
         for i, buffer in enumerate(self.state):
             fields[f"{prefix}state{i}"] = buffer
@@ -73,7 +80,9 @@ class Optimizer:
             return None
         config = json.loads(str(fields[prefix + "config"]))
         kind = {"sgd": SGD, "adam": Adam}[config.pop("name")]
+        per_sample = bool(config.pop("decay_per_sample", False))
         optimizer = kind(**config)
+        optimizer.decay_per_sample = per_sample
         optimizer.step = int(fields[prefix + "step"])
         optimizer.state = [np.array(fields[f"{prefix}state{i}"])
                            for i in range(optimizer.n_state) if f"{prefix}state{i}" in fields]

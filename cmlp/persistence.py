@@ -10,6 +10,7 @@ by every earlier cmlp (format cmlp-model-1) still load and resume.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -37,6 +38,7 @@ def model_fields(net) -> dict:
         "dropout": np.asarray(net.dropout, dtype=np.float64),
         "batches_done": np.array(net._batches_done, dtype=np.int64),
         "target_ndim": np.array(net._target_ndim, dtype=np.int64),
+        "shuffle_rng": np.array(json.dumps(net._shuffle_rng.bit_generator.state)),
         **(net.optimizer.to_arrays() if net.optimizer is not None else {}),
     }
 
@@ -65,6 +67,27 @@ def save(net, path, history: History | None = None) -> None:
     write(net, path, {} if history is None else {"history": np.array(history.to_json())})
 
 
+def to_bytes(net) -> bytes:
+    """The model file's bytes (what pickling a Network stores: no pickle of
+    engine buffers, the same format as `save`)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **model_fields(net))
+    return buffer.getvalue()
+
+
+def from_bytes(cls, data: bytes):
+    """A network from `to_bytes` output."""
+    return _from_fields(cls, _load_fields(io.BytesIO(data), "<bytes>"), "<bytes>")[0]
+
+
+def _load_fields(source, name):
+    try:
+        with np.load(source, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{name!r} is not a readable cmlp model file: {exc}") from None
+
+
 def read(cls, path):
     """(network of class `cls`, all fields) from a model or checkpoint file.
     FileNotFoundError for a missing file, ValueError for anything that is
@@ -72,11 +95,10 @@ def read(cls, path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            fields = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ValueError(f"{path!r} is not a readable cmlp model file: {exc}") from None
+    return _from_fields(cls, _load_fields(path, path), path)
+
+
+def _from_fields(cls, fields, path):
     missing = set(REQUIRED) - set(fields)
     if missing:
         raise ValueError(f"{path!r} is not a cmlp model file: missing {sorted(missing)}")
@@ -103,6 +125,8 @@ def read(cls, path):
             net._batches_done = int(fields["batches_done"])
             if net._batches_done < 0:
                 raise ValueError("negative batch count")
+        if "shuffle_rng" in fields:
+            net._shuffle_rng.bit_generator.state = json.loads(str(fields["shuffle_rng"]))
         if "target_ndim" in fields:
             net._target_ndim = int(fields["target_ndim"])
             if net._target_ndim not in (1, 2):
