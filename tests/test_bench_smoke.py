@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("bench_train.py", "train", "| cmlp float32 |"),
     ("bench_predict.py", "predict", "| cmlp float32 |"),
     ("bench_hook.py", "hook", "| batch 32 (16 batches) |"),
+    ("bench_sklearn.py", "sklearn", "| digits (120x64, 2-fold) |"),
 ])
 def test_bench_script_runs(tmp_path, script, kind, table):
     result = subprocess.run(
@@ -32,6 +33,10 @@ def test_bench_script_runs(tmp_path, script, kind, table):
         for name in ("cmlp float32", "cmlp float64", "NumPy reference", "GEMM floor"):
             assert set(payload["results"][name]) == {"1", "32", "128", "512"}
             assert all(cell["median_s"] > 0 for cell in payload["results"][name].values())
+    elif kind == "sklearn":
+        assert set(payload["results"]) == {"digits", "breast cancer", "wine", "diabetes", "MNIST"}
+        assert all(value > 0 for value in payload["summed_fit_s"].values())
+        assert len(payload["summed_fit_s"]) == 3
     elif kind == "hook":
         assert set(payload["results"]) == {"1", "32", "128"}
         assert all(cell["no-op hook"]["epoch_s"] > 0 for cell in payload["results"].values())

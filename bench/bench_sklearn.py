@@ -1,0 +1,117 @@
+"""cmlp.sklearn against scikit-learn's MLP: fit time and score, same settings.
+
+    python bench/bench_sklearn.py [--data DIR] [--mnist-epochs N] [--smoke]
+
+scikit-learn's bundled real datasets (digits, breast cancer, wine: MLPClassifier;
+diabetes: MLPRegressor), each in a StandardScaler pipeline, 5-fold CV (stratified
+for classifiers), every estimator at scikit-learn's defaults (100 hidden ReLU
+units, adam, max_iter 200, tol 1e-4, random_state 0); then MNIST (60,000 train /
+10,000 test, pixels in [0, 1]) for --mnist-epochs epochs. The systems take turns
+fold by fold. cmlp runs twice: at its default dtype (float32) and with
+dtype=None (float64 for float64 input, as scikit-learn computes). Fit time is the sum over folds;
+the score is the mean test score (accuracy, or R^2 for diabetes) +- its std over
+folds. Prints a Markdown table and writes JSON under bench/results/.
+"""
+import argparse
+import statistics
+import time
+import warnings
+
+import numpy as np
+from sklearn import datasets
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.neural_network import MLPClassifier as SkClassifier
+from sklearn.neural_network import MLPRegressor as SkRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cmlp.sklearn import MLPClassifier, MLPRegressor
+
+from _common import load_data, markdown_table, write_json
+
+SYSTEMS = {
+    "scikit-learn": lambda kind, **kw: (SkClassifier if kind == "clf" else SkRegressor)(**kw),
+    "cmlp (float32, default)": lambda kind, **kw: (
+        MLPClassifier if kind == "clf" else MLPRegressor)(**kw),
+    "cmlp dtype=None (float64)": lambda kind, **kw: (
+        MLPClassifier if kind == "clf" else MLPRegressor)(dtype=None, **kw),
+}
+
+
+def bundled(smoke):
+    sets = [("digits", "clf", datasets.load_digits), ("breast cancer", "clf",
+            datasets.load_breast_cancer), ("wine", "clf", datasets.load_wine),
+            ("diabetes", "reg", datasets.load_diabetes)]
+    for name, kind, load in sets:
+        X, y = load(return_X_y=True)
+        if smoke:
+            X, y = X[:120], y[:120]
+        yield name, kind, X.astype(np.float64), y
+
+
+def cross_validated(kind, X, y, settings, folds):
+    splitter = (StratifiedKFold if kind == "clf" else KFold)(folds, shuffle=True, random_state=0)
+    fit_s = {name: 0.0 for name in SYSTEMS}
+    scores = {name: [] for name in SYSTEMS}
+    iters = {name: [] for name in SYSTEMS}
+    for train, test in splitter.split(X, y):
+        for name, make in SYSTEMS.items():
+            pipe = make_pipeline(StandardScaler(), make(kind, **settings))
+            start = time.perf_counter()
+            pipe.fit(X[train], y[train])
+            fit_s[name] += time.perf_counter() - start
+            scores[name].append(pipe.score(X[test], y[test]))
+            iters[name].append(pipe[-1].n_iter_)
+    return fit_s, scores, iters
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--mnist-epochs", type=int, default=10)
+    parser.add_argument("--smoke", action="store_true", help="tiny data, 2 folds, few epochs")
+    parser.add_argument("--results-dir", default=None)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    folds = 2 if args.smoke else 5
+    settings = dict(random_state=0, max_iter=5 if args.smoke else 200)
+    rows, results = [], {}
+    totals = {name: 0.0 for name in SYSTEMS}
+    for name, kind, X, y in bundled(args.smoke):
+        fit_s, scores, iters = cross_validated(kind, X, y, settings, folds)
+        results[name] = {system: {"fit_s": fit_s[system], "scores": scores[system],
+                                  "n_iter": iters[system]} for system in SYSTEMS}
+        rows.append([f"{name} ({X.shape[0]}x{X.shape[1]}, {folds}-fold)"] + [
+            f"{statistics.mean(scores[s]):.4f} ± {statistics.pstdev(scores[s]):.4f} · "
+            f"{fit_s[s]:.2f} s · {statistics.median(iters[s]):.0f} it" for s in SYSTEMS])
+        for system in SYSTEMS:
+            totals[system] += fit_s[system]
+
+    X_train, y_train, X_test, y_test, source = load_data(args.data, smoke=args.smoke)
+    X_train, X_test = X_train.astype(np.float64), X_test.astype(np.float64)
+    mnist = {}
+    for system, make in SYSTEMS.items():
+        est = make("clf", random_state=0, max_iter=args.mnist_epochs if not args.smoke else 2)
+        start = time.perf_counter()
+        est.fit(X_train, y_train)
+        mnist[system] = {"fit_s": time.perf_counter() - start,
+                         "score": est.score(X_test, y_test), "n_iter": est.n_iter_}
+    results["MNIST"] = mnist
+    epochs = mnist["scikit-learn"]["n_iter"]
+    rows.append([f"{source} ({X_train.shape[0]} train, {X_test.shape[0]} test, {epochs} epochs)"] + [
+        f"{mnist[s]['score']:.4f} · {mnist[s]['fit_s']:.2f} s" for s in SYSTEMS])
+    base = totals["scikit-learn"]
+    rows.append(["summed fit time, bundled sets"] + [
+        f"{totals[s]:.2f} s · {totals[s] / base:.2f}× scikit-learn" for s in SYSTEMS])
+    print("cmlp.sklearn vs scikit-learn's MLP, same settings (defaults, random_state=0); "
+          "cells: mean test score ± std · summed fit time · median epochs")
+    print(markdown_table(["data set", *SYSTEMS], rows))
+    path = write_json("sklearn", {"settings": {"folds": folds, "mnist_epochs": args.mnist_epochs,
+                                               **settings},
+                                  "results": results, "summed_fit_s": totals}, args.results_dir)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
