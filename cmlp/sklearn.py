@@ -125,7 +125,6 @@ class _SklearnRule(Callback):
 
 
 class _BaseMLP(BaseEstimator):
-    _parameter_constraints = None     # validated by _check_params (no scikit-learn private API)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
