@@ -5,6 +5,7 @@ cmlp.callbacks; Network ties them to one set of parameters.
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, Sequence
 
 import numpy as np
@@ -65,15 +66,19 @@ class Network:
         Writable views, W of shape (n_in, n_out) and b of shape (n_out,), into
         one flat parameter buffer (`parameters`).
 
-    One Network may serve `forward`/`predict` from several threads at once;
-    `fit` and `gradients` must not run concurrently with other calls on it.
+    One Network may serve `forward`/`predict`/`evaluate`/`gradients` from
+    several threads at once, also while it trains; a second `fit` or
+    `partial_fit` while one runs raises RuntimeError. The architecture
+    (`sizes`, `activations`, `output`, `dtype`) is read-only.
     """
 
     def __init__(self, sizes: Sequence[int], activation: str | Sequence[str] = "relu",
                  output: str = "softmax", dtype="float32", seed: int | None = None,
                  dropout: float | Sequence[float] = 0.0):
-        self.sizes, self.activations, self.output, self.dtype = check_architecture(
+        # Read-only (properties below): the C layout is built from them once.
+        self._sizes, activations, self._output, self._dtype = check_architecture(
             sizes, activation, output, dtype)
+        self._activations = tuple(activations)
         # Per layer, the last (output) one always 0; the C layout reads this array.
         self._dropout = np.zeros(len(self.sizes) - 1, dtype=np.float64)
         self.dropout = dropout
@@ -90,6 +95,8 @@ class Network:
         self.optimizer = None        # set by fit(); its state carries over between fits
         # The shape of the targets fit() saw (1 for a 1-D y): predict answers in it.
         self._target_ndim = 2
+        # Held while fit/partial_fit runs: a second one at once is refused.
+        self._training = threading.Lock()
         w_off, b_off, n_params = offsets(self.sizes)
         self._layout = _engine.NetLayout(
             np.asarray(self.sizes, dtype=np.intp),
@@ -103,6 +110,26 @@ class Network:
         # dispatching on every call would cost more than a one-sample forward.
         self._forward = _engine.forward[self.dtype.name.replace("float32", "float")
                                         .replace("float64", "double")]
+
+    @property
+    def sizes(self) -> tuple:
+        """Layer widths, input first (read-only: the C layout is built from them)."""
+        return self._sizes
+
+    @property
+    def activations(self) -> list:
+        """The activation of each hidden layer (a copy: read-only)."""
+        return list(self._activations)
+
+    @property
+    def output(self) -> str:
+        """The output layer and loss: softmax, identity or sigmoid (read-only)."""
+        return self._output
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the parameters and all computation (read-only)."""
+        return self._dtype
 
     @property
     def dropout(self):
@@ -239,9 +266,11 @@ class Network:
         X, labels, targets = self._check_Xy(X, y)
         weights = self._check_weights(sample_weight, class_weight, labels, X.shape[0])
         work = self._workspace(X.shape[0])
-        loss, _ = _engine.loss_and_gradients(self._parameters, self._gradients, self._layout,
+        # A buffer of this call's own: threads may ask for gradients at once.
+        grads = np.empty_like(self._parameters)
+        loss, _ = _engine.loss_and_gradients(self._parameters, grads, self._layout,
                                              X, labels, targets, weights, work)
-        dW, db = split_flat(self._gradients.copy(), self.sizes)
+        dW, db = split_flat(grads, self.sizes)
         return loss / total_weight(weights, X.shape[0]), list(dW), list(db)
 
     def fit(self, X, y, *, epochs: int = 10, batch_size: int = 128, lr: float | None = None,
@@ -326,15 +355,21 @@ class Network:
                   "schedule": schedule.config(), "validation_split": validation_split,
                   "early_stopping": bool(early_stopping), "patience": patience,
                   "min_delta": min_delta, "metadata": checkpoint_metadata or {}}
-        run = TrainingRun(self, data, validation=validation, epochs=epochs,
-                          batch_size=batch_size, optimizer=opt, schedule=schedule,
-                          shuffle=shuffle, callbacks=[*shorthands, *callbacks],
-                          gradient_hook=gradient_hook, history=history,
-                          initial_epoch=initial_epoch, config=config)
-        self.optimizer = opt
-        if data[2].size:             # float targets: remember their shape for predict
-            self._target_ndim = 1 if np.ndim(y) == 1 else 2
-        return run.run()
+        if not self._training.acquire(blocking=False):
+            raise RuntimeError("this network is already training (a fit or partial_fit is "
+                               "running on it, in another thread or a callback)")
+        try:
+            run = TrainingRun(self, data, validation=validation, epochs=epochs,
+                              batch_size=batch_size, optimizer=opt, schedule=schedule,
+                              shuffle=shuffle, callbacks=[*shorthands, *callbacks],
+                              gradient_hook=gradient_hook, history=history,
+                              initial_epoch=initial_epoch, config=config)
+            self.optimizer = opt
+            if data[2].size:             # float targets: remember their shape for predict
+                self._target_ndim = 1 if np.ndim(y) == 1 else 2
+            return run.run()
+        finally:
+            self._training.release()
 
     def partial_fit(self, X, y, *, sample_weight=None, class_weight=None,
                     batch_size: int = 128, optimizer: str | Optimizer | None = None,

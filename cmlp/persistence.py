@@ -10,10 +10,13 @@ by every earlier cmlp (format cmlp-model-1) still load and resume.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import stat
 import tempfile
+import time
 import zipfile
 
 import numpy as np
@@ -43,21 +46,107 @@ def model_fields(net) -> dict:
     }
 
 
+TMP_PREFIX, TMP_SUFFIX = ".cmlp-", ".npz.tmp"
+# A temporary file of a save that died (SIGKILL, power loss) is removed by a
+# later save in its directory once its process is gone, or after this long.
+STALE_TMP_SECONDS = 24 * 3600
+
+
+def _regular_target(path):
+    """(the file a save to `path` writes, its current mode or None): symlinks
+    are followed to their target; anything that exists and is not a regular
+    file (a directory, a FIFO, a device) is refused."""
+    target = os.path.realpath(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target, None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path!r} exists and is not a regular file; cmlp saves only to "
+                         "regular files (or a new path)")
+    return target, stat.S_IMODE(mode)
+
+
+def _new_file_mode():
+    """0o666 less the process umask (what open() would create)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temporaries(directory):
+    now = time.time()
+    for name in os.listdir(directory):
+        if not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)):
+            continue
+        path = os.path.join(directory, name)
+        pid = name[len(TMP_PREFIX):].split("-", 1)[0]
+        try:
+            alive = pid.isdigit() and _process_alive(int(pid))
+            if not alive or now - os.lstat(path).st_mtime > STALE_TMP_SECONDS:
+                os.unlink(path)
+        except OSError:
+            pass          # another save removed it first, or it is not ours to remove
+
+
+def _fsync_directory(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:       # some file systems cannot fsync a directory
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
 def write(net, path, extra: dict | None = None) -> None:
-    """Write the network (plus `extra` fields) to `path` atomically: a
-    temporary file in the same directory, renamed over the target."""
+    """Write the network (plus `extra` fields) to `path` atomically.
+
+    A symlink is written through to its target; anything at the path that
+    is not a regular file is refused (ValueError). The data goes to a
+    temporary file in the same directory, is fsynced, gets the mode the
+    target had (a new file: 0o666 less the umask), and is renamed over the
+    target; then the directory is fsynced. Temporaries left by saves that
+    died are removed.
+    """
     path = os.fspath(path)
     fields = {**model_fields(net), **(extra or {})}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".cmlp-", suffix=".npz.tmp")
+    target, mode = _regular_target(path)
+    directory = os.path.dirname(target)
+    _remove_stale_temporaries(directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{TMP_PREFIX}{os.getpid()}-",
+                               suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **fields)
-        os.replace(tmp, path)
+            fh.flush()
+            os.fchmod(fh.fileno(), _new_file_mode() if mode is None else mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_directory(directory)
 
 
 def save(net, path, history: History | None = None) -> None:
@@ -95,6 +184,8 @@ def read(cls, path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
+    if not stat.S_ISREG(os.stat(path).st_mode):     # a FIFO would block forever
+        raise ValueError(f"{path!r} is not a regular file")
     return _from_fields(cls, _load_fields(path, path), path)
 
 

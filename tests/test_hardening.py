@@ -1,0 +1,144 @@
+"""Regression tests for the hostile review (issue 10), the items fixed so far:
+save() through symlinks and never over non-regular files, with the umask's
+mode, fsync and stale temporaries cleaned; load() refuses non-regular files;
+the architecture is read-only; gradients() from threads; a second fit at
+once; schedule hyperparameters."""
+import os
+import stat
+import threading
+
+import numpy as np
+import pytest
+
+from cmlp import Network
+from cmlp.schedules import Cosine, InverseScaling, Step, make_schedule
+
+from helpers import blobs
+
+
+def small():
+    net = Network([10, 4, 3], seed=0)
+    X, y = blobs(n=60)
+    return net, X, y
+
+
+def test_save_writes_through_a_symlink(tmp_path):
+    net, _, _ = small()
+    target = tmp_path / "v3.npz"
+    Network([10, 3], seed=1).save(target)
+    link = tmp_path / "current.npz"
+    link.symlink_to(target.name)
+    net.save(link)
+    assert link.is_symlink() and os.readlink(link) == "v3.npz"
+    np.testing.assert_array_equal(Network.load(target).parameters, net.parameters)
+
+
+def test_save_and_load_refuse_what_is_not_a_regular_file(tmp_path):
+    net, _, _ = small()
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        net.save(fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)              # left as it was
+    with pytest.raises(ValueError, match="not a regular file"):
+        Network.load(fifo)                                   # used to block forever
+    with pytest.raises(ValueError, match="not a regular file"):
+        net.save(tmp_path)                                   # a directory
+    fifo_link = tmp_path / "link.npz"
+    fifo_link.symlink_to(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        net.save(fifo_link)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".cmlp-")] == []
+
+
+def test_saved_files_get_the_umask_mode_or_keep_theirs(tmp_path):
+    net, _, _ = small()
+    old = os.umask(0o022)
+    try:
+        net.save(tmp_path / "a.npz")
+        os.umask(0o077)
+        net.save(tmp_path / "b.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.npz").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "b.npz").st_mode) == 0o600
+    os.chmod(tmp_path / "a.npz", 0o640)
+    net.save(tmp_path / "a.npz")
+    assert stat.S_IMODE(os.stat(tmp_path / "a.npz").st_mode) == 0o640
+
+
+def test_stale_temporaries_are_removed_by_the_next_save(tmp_path):
+    net, _, _ = small()
+    dead = tmp_path / ".cmlp-999999999-abc.npz.tmp"          # no such process
+    dead.write_bytes(b"x" * 1000)
+    live = tmp_path / f".cmlp-{os.getpid()}-def.npz.tmp"     # a save in progress
+    live.write_bytes(b"y")
+    other = tmp_path / "notes.tmp"
+    other.write_bytes(b"z")
+    net.save(tmp_path / "m.npz")
+    assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_the_architecture_is_read_only():
+    net, X, y = small()
+    for name, value in (("output", "identity"), ("sizes", (1, 10)), ("dtype", np.float64),
+                        ("activations", ["tanh"])):
+        with pytest.raises(AttributeError):
+            setattr(net, name, value)
+    net.activations.append("tanh")                           # a copy: no effect
+    assert net.activations == ["relu"]
+    assert net.evaluate(X, y)["loss"] > 0 and net.predict(X).shape == (60,)
+
+
+def test_gradients_are_safe_from_threads():
+    net, X, y = small()
+    expected = net.gradients(X, y)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(50):
+                results.append(net.gradients(X, y))
+        except Exception as exc:        # pragma: no cover - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 200
+    for loss, dW, db in results:
+        assert loss == expected[0]
+        for a, b in zip(dW + db, expected[1] + expected[2]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_second_fit_at_once_is_refused():
+    net, X, y = small()
+    started, release = threading.Event(), threading.Event()
+
+    def hold(gradients, batch_weight):
+        started.set()
+        release.wait(10)
+    worker = threading.Thread(target=lambda: net.fit(X, y, epochs=1, batch_size=60, verbose=0,
+                                                     optimizer="adam", gradient_hook=hold))
+    worker.start()
+    assert started.wait(10)
+    with pytest.raises(RuntimeError, match="already training"):
+        net.fit(X, y, epochs=1, verbose=0)
+    with pytest.raises(RuntimeError, match="already training"):
+        net.partial_fit(X, y)
+    release.set()
+    worker.join()
+    assert net.optimizer.step == net._batches_done == 1
+    net.fit(X, y, epochs=1, batch_size=60, verbose=0)          # free again
+    assert net._batches_done == 2
+
+
+@pytest.mark.parametrize("make", [lambda: Cosine(min_lr=float("nan")),
+                                  lambda: InverseScaling(power=float("nan")),
+                                  lambda: Step(gamma=float("inf")),
+                                  lambda: make_schedule({"name": "cosine", "min_lr": float("nan")})])
+def test_schedule_hyperparameters_must_be_finite(make):
+    with pytest.raises(ValueError, match="finite"):
+        make()
