@@ -21,6 +21,7 @@ import zipfile
 
 import numpy as np
 
+from cmlp._engine import is_finite
 from cmlp.history import History
 from cmlp.optimizers import Optimizer
 
@@ -129,6 +130,9 @@ def write(net, path, extra: dict | None = None) -> None:
     died are removed.
     """
     path = os.fspath(path)
+    if not is_finite(net.parameters.reshape(1, -1)):
+        raise ValueError("the parameters hold NaN or infinite values: not saving them "
+                         "(load could not read them back)")
     fields = {**model_fields(net), **(extra or {})}
     target, mode = _regular_target(path)
     directory = os.path.dirname(target)

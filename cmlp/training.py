@@ -14,6 +14,9 @@ Design
   network and optimizer after every C call, also when the call stops
   early: after Ctrl-C or an error, parameters, optimizer state and counters
   describe the same point, the end of the last completed batch.
+* A non-finite loss or non-finite parameters raise ValueError and put the
+  network back where that epoch started (parameters, optimizer state and
+  counters alike): a diverged fit never leaves NaN/inf behind.
 * `position` says how far the epoch in progress got (rows done, the loss and
   hit sums so far, the shuffling state that drew its order), so a
   checkpoint written on Ctrl-C resumes mid-epoch, bit-identically.
@@ -24,6 +27,7 @@ import time
 
 import numpy as np
 
+from cmlp._engine import is_finite
 from cmlp._layout import split_seed
 from cmlp._stepper import BatchStepper
 from cmlp.callbacks import Callback, Checkpoint, EarlyStopping, EpochEnd, PrintEpochs, ProgressBar
@@ -186,10 +190,20 @@ class TrainingRun:
         reporting = [c for c in self.callbacks if c.wants_batches]
         n_batches = -(-self.n_rows // batch)
         span = self.n_rows if not reporting else batch * max(1, n_batches // CALLS_PER_EPOCH)
-        for begin in range(position["rows_done"], self.n_rows, span):
-            rows = self._steps(self.order[begin:begin + span], rate)
-            for callback in reporting:
-                callback.on_batches_end(self, rows)
+        start_state = self._snapshot()
+        try:
+            for begin in range(position["rows_done"], self.n_rows, span):
+                rows = self._steps(self.order[begin:begin + span], rate)
+                if not is_finite(net.parameters.reshape(1, -1)):
+                    raise ValueError(f"the parameters became non-finite in epoch {self.epoch}; "
+                                     "the learning rate is probably too high for this data")
+                for callback in reporting:
+                    callback.on_batches_end(self, rows)
+        except ValueError as exc:
+            # Diverged: back to where this epoch started, everything consistent.
+            self._restore(start_state)
+            raise ValueError(f"{exc} (the network is back where epoch {self.epoch} "
+                             "started)") from None
 
         seen, weights = self.n_rows, self.data[3]
         # Every row is visited once an epoch: the weights' total is known.
@@ -204,6 +218,21 @@ class TrainingRun:
                 record["val_" + key] = value
         self.position = {"rows_done": 0, "loss_sum": 0.0, "n_correct": 0, "rng": None}
         return record
+
+    def _snapshot(self):
+        net, opt = self.network, self.optimizer
+        return (net.parameters.copy(), [s.copy() for s in opt.state], opt.step,
+                net._batches_done, dict(self.position))
+
+    def _restore(self, state):
+        net, opt, stepper = self.network, self.optimizer, self.stepper
+        params, opt_state, step, batches, position = state
+        net.parameters[:] = params
+        for buffer, saved in zip(opt.state, opt_state):
+            buffer[:] = saved
+        opt.step = stepper.step = step
+        net._batches_done = stepper.batches_done = batches
+        self.position = position
 
     def _steps(self, order, rate):
         """Run the batches of `order` in C; returns the rows trained. Copies

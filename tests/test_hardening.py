@@ -142,3 +142,32 @@ def test_a_second_fit_at_once_is_refused():
 def test_schedule_hyperparameters_must_be_finite(make):
     with pytest.raises(ValueError, match="finite"):
         make()
+
+
+def test_a_diverging_fit_raises_and_leaves_the_start_of_the_epoch():
+    net = Network([1, 1], output="identity", seed=0)
+    before = net.parameters.copy()
+    with pytest.raises(ValueError, match="non-finite.*back where epoch 1 started"):
+        net.fit([[10.0]], [[0.0]], epochs=1, lr=1e38, verbose=0)
+    np.testing.assert_array_equal(net.parameters, before)
+    assert net._batches_done == 0 and net.optimizer.step == 0
+    # A later epoch diverging goes back to that epoch's start, with Adam's state.
+    X, y = blobs(n=64)
+    net = Network([10, 8, 3], seed=0)
+    net.fit(X, y, epochs=1, batch_size=16, optimizer="adam", verbose=0)
+    after_one = (net.parameters.copy(), [s.copy() for s in net.optimizer.state])
+    net.optimizer.lr = 1e38                    # the same Adam, its state kept, diverging
+    with pytest.raises(ValueError, match="back where epoch 1 started"):
+        net.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(net.parameters, after_one[0])
+    for state, saved in zip(net.optimizer.state, after_one[1]):
+        np.testing.assert_array_equal(state, saved)
+    assert net._batches_done == net.optimizer.step == 4
+
+
+def test_save_refuses_non_finite_parameters(tmp_path):
+    net, _, _ = small()
+    net.weights[0][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        net.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
