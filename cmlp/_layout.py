@@ -3,6 +3,8 @@
 Shared by cmlp.network (the C engine) and cmlp.reference (the NumPy twin), so
 that both start from the same weights for the same seed.
 """
+import numbers
+
 import numpy as np
 
 from cmlp._kernels import ACTIVATION_CODES, OUTPUT_CODES
@@ -24,10 +26,13 @@ def check_architecture(sizes, activation, output, dtype):
     Returns (sizes tuple, per-layer activation names, output, numpy dtype),
     where the activation list has one name per hidden layer.
     """
-    try:
-        sizes = tuple(int(s) for s in sizes)
-    except (TypeError, ValueError):
-        raise TypeError(f"sizes must be a sequence of integers, got {sizes!r}") from None
+    # A list, tuple or 1-D array of integers: no strings, dicts or sets, and
+    # no silent rounding of 784.9 or reading True as 1.
+    if not isinstance(sizes, (list, tuple, np.ndarray)) or np.ndim(sizes) != 1 or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, (bool, np.bool_))
+            for s in sizes):
+        raise TypeError(f"sizes must be a list of integers, got {sizes!r}")
+    sizes = tuple(int(s) for s in sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes needs an input and an output width, got {sizes}")
     if min(sizes) < 1:
@@ -38,10 +43,12 @@ def check_architecture(sizes, activation, output, dtype):
     n_hidden = len(sizes) - 2
     if isinstance(activation, str):
         given, names = [activation], [activation] * n_hidden
-    else:
+    elif isinstance(activation, (list, tuple)) and all(isinstance(a, str) for a in activation):
         given = names = list(activation)
-        if len(names) != n_hidden:
-            raise ValueError(f"{n_hidden} hidden layers need {n_hidden} activations, got {len(names)}")
+    else:
+        raise TypeError(f"activation must be a name or a list of names, got {activation!r}")
+    if len(names) != n_hidden:
+        raise ValueError(f"{n_hidden} hidden layers need {n_hidden} activations, got {len(names)}")
     for name in given:
         if name not in ACTIVATIONS:
             raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
@@ -117,6 +124,14 @@ def init_params(sizes, activations, seed, dtype):
             W = rng.uniform(-limit, limit, size=(n_in, n_out))
         flat[w_off[l]:w_off[l] + n_in * n_out] = W.ravel()
     return flat.astype(dtype)
+
+
+def check_seed(seed):
+    """None or an integer >= 0 (not a bool): what seeds every stream."""
+    if seed is not None and (isinstance(seed, (bool, np.bool_))
+                             or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise TypeError(f"seed must be None or an integer >= 0, got {seed!r}")
+    return None if seed is None else int(seed)
 
 
 def _seed_sequences(seed):

@@ -61,9 +61,15 @@ def check_weights(sample_weight, class_weight, labels, n, output, n_outputs, dty
         w = per_class[labels] if w is None else w * per_class[labels]
     if w is None:
         return np.empty(0, dtype=dtype)
-    if not w.sum() > 0:
-        raise ValueError("the sample weights sum to 0: nothing would be learned")
-    return np.ascontiguousarray(w, dtype=dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        cast = np.ascontiguousarray(w, dtype=dtype)
+    # Checked in the network's dtype: 1e-46 is 0 in float32, 1e39 is inf.
+    if not np.isfinite(cast).all():
+        raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
+    if not cast.sum(dtype=np.float64) > 0:
+        raise ValueError(f"the sample weights sum to 0 in {np.dtype(dtype).name}: nothing "
+                         "would be learned")
+    return cast
 
 
 def as_labels(y, n, n_classes, name="y"):

@@ -16,6 +16,7 @@ from cmlp._layout import (
     OUTPUTS,
     check_architecture,
     check_dropout,
+    check_seed,
     dropout_key,
     init_params,
     offsets,
@@ -82,7 +83,7 @@ class Network:
         # Per layer, the last (output) one always 0; the C layout reads this array.
         self._dropout = np.zeros(len(self.sizes) - 1, dtype=np.float64)
         self.dropout = dropout
-        self.seed = seed
+        self.seed = seed = check_seed(seed)
         # The root of every random stream (equal to seed for an int seed; drawn
         # once for seed=None); saved with the model so a resumed run re-derives
         # the same streams, e.g. fit()'s validation_split.

@@ -171,3 +171,30 @@ def test_save_refuses_non_finite_parameters(tmp_path):
     with pytest.raises(ValueError, match="NaN or infinite"):
         net.save(tmp_path / "m.npz")
     assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize("sizes", [[784.9, 10.9], [784, True, 10], "32", {784: 0, 10: 0},
+                                   [784, float("inf"), 10], b"4", [[4, 3]]])
+def test_sizes_are_never_coerced(sizes):
+    with pytest.raises(TypeError, match="sizes must be a list of integers"):
+        Network(sizes)
+
+
+def test_seed_and_activation_types():
+    with pytest.raises(TypeError, match="seed"):
+        Network([4, 2], seed=True)
+    with pytest.raises(TypeError, match="seed"):
+        Network([4, 2], seed=-1)
+    with pytest.raises(TypeError, match="activation"):
+        Network([4, 3, 2], activation={"relu": 1})
+    assert Network(np.array([4, 3, 2]), seed=np.int64(3)).sizes == (4, 3, 2)
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit", "gradients", "evaluate"])
+@pytest.mark.parametrize("weights,match", [([1e-46] * 60, "sum to 0 in float32"),
+                                           ([1e39] * 60, "too large for float32")])
+def test_sample_weights_checked_in_the_network_dtype(method, weights, match):
+    net, X, y = small()
+    kwargs = {"verbose": 0} if method == "fit" else {}
+    with pytest.raises(ValueError, match=match):
+        getattr(net, method)(X, y, sample_weight=np.array(weights), **kwargs)
