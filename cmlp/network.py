@@ -355,7 +355,7 @@ class Network:
         config = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
                   "schedule": schedule.config(), "validation_split": validation_split,
                   "early_stopping": bool(early_stopping), "patience": patience,
-                  "min_delta": min_delta, "metadata": checkpoint_metadata or {}}
+                  "min_delta": min_delta}
         if not self._training.acquire(blocking=False):
             raise RuntimeError("this network is already training (a fit or partial_fit is "
                                "running on it, in another thread or a callback)")

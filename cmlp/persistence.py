@@ -239,13 +239,12 @@ def _from_fields(cls, fields, path):
 
 def write_checkpoint(run, path, metadata: dict | None = None) -> None:
     """Write a training run's state (cmlp.training.TrainingRun) to `path`,
-    with `metadata` (default: the run's) in its settings."""
+    with `metadata` (the Checkpoint callback's) in its settings."""
     position = run.position if run.position["rows_done"] else None
     rng_state = position["rng"] if position else run.network._shuffle_rng.bit_generator.state
     fields = {
         "checkpoint_epoch": np.array(run.completed_epochs, dtype=np.int64),
-        "checkpoint_run": np.array(json.dumps(
-            {**run.config, "metadata": metadata or run.config.get("metadata", {})})),
+        "checkpoint_run": np.array(json.dumps({**run.config, "metadata": metadata or {}})),
         "checkpoint_rng": np.array(json.dumps(rng_state)),
         "checkpoint_history": np.array(run.history.to_json()),
     }

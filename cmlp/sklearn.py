@@ -46,6 +46,7 @@ except ImportError as exc:      # pragma: no cover - depends on the environment
     raise ImportError('cmlp.sklearn needs scikit-learn >= 1.6: pip install "cmlp[sklearn]" '
                       f"({exc})") from None
 
+from cmlp._validation import check_number
 from cmlp.callbacks import Callback
 from cmlp.network import Network
 from cmlp.optimizers import SGD, Adam
@@ -179,20 +180,19 @@ class _BaseMLP(BaseEstimator):
         if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
                for s in sizes):
             raise ValueError(f"hidden_layer_sizes must be positive integers, got {sizes}")
-        checks = [("alpha", self.alpha, 0, None), ("learning_rate_init", self.learning_rate_init,
-                  0, None), ("max_iter", self.max_iter, 1, None), ("tol", self.tol, 0, None),
-                  ("momentum", self.momentum, 0, 1), ("beta_1", self.beta_1, 0, 1),
-                  ("beta_2", self.beta_2, 0, 1), ("epsilon", self.epsilon, 0, None),
-                  ("n_iter_no_change", self.n_iter_no_change, 1, None),
-                  ("validation_fraction", self.validation_fraction, 0, 1),
-                  ("power_t", self.power_t, 0, None)]
-        for name, value, low, high in checks:
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-                    or not np.isfinite(value) or value < low or (high is not None and value > high):
-                raise ValueError(f"{name} must be a number in [{low}, {high or 'inf'}], "
-                                 f"got {value!r}")
-        if self.learning_rate_init <= 0:
-            raise ValueError(f"learning_rate_init must be > 0, got {self.learning_rate_init}")
+        # (name, bounds): scikit-learn's ranges, through cmlp's one number check;
+        # a wrong type is a ValueError too, as scikit-learn's validation gives.
+        bounds = [("alpha", {"low": 0}), ("learning_rate_init", {"low": 0, "low_open": True}),
+                  ("max_iter", {"low": 1, "integer": True}), ("tol", {"low": 0}),
+                  ("momentum", {"low": 0, "high": 1}), ("beta_1", {"low": 0, "high": 1}),
+                  ("beta_2", {"low": 0, "high": 1}), ("epsilon", {"low": 0}),
+                  ("n_iter_no_change", {"low": 1, "integer": True}),
+                  ("validation_fraction", {"low": 0, "high": 1}), ("power_t", {"low": 0})]
+        for name, limits in bounds:
+            try:
+                check_number(getattr(self, name), name, **limits)
+            except TypeError as exc:
+                raise ValueError(str(exc)) from None
         if not (self.batch_size == "auto" or (isinstance(self.batch_size, (int, np.integer))
                                               and not isinstance(self.batch_size, bool)
                                               and self.batch_size >= 1)):
@@ -318,8 +318,6 @@ class _BaseMLP(BaseEstimator):
 
     def partial_fit(self, X, y, sample_weight=None, **kwargs):
         """One epoch over (X, y), continuing the fitted state."""
-        if self.solver not in SOLVERS:
-            self._check_params()
         return self._fit(X, y, sample_weight, incremental=True, **kwargs)
 
     # --------------------------------------------------------- pickling ----

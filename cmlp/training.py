@@ -191,19 +191,19 @@ class TrainingRun:
         n_batches = -(-self.n_rows // batch)
         span = self.n_rows if not reporting else batch * max(1, n_batches // CALLS_PER_EPOCH)
         start_state = self._snapshot()
-        try:
-            for begin in range(position["rows_done"], self.n_rows, span):
+        for begin in range(position["rows_done"], self.n_rows, span):
+            try:
                 rows = self._steps(self.order[begin:begin + span], rate)
                 if not is_finite(net.parameters.reshape(1, -1)):
                     raise ValueError(f"the parameters became non-finite in epoch {self.epoch}; "
                                      "the learning rate is probably too high for this data")
-                for callback in reporting:
-                    callback.on_batches_end(self, rows)
-        except ValueError as exc:
-            # Diverged: back to where this epoch started, everything consistent.
-            self._restore(start_state)
-            raise ValueError(f"{exc} (the network is back where epoch {self.epoch} "
-                             "started)") from None
+            except ValueError as exc:
+                # Diverged: back to where this epoch started, everything consistent.
+                self._restore(start_state)
+                raise ValueError(f"{exc} (the network is back where epoch {self.epoch} "
+                                 "started)") from None
+            for callback in reporting:
+                callback.on_batches_end(self, rows)
 
         seen, weights = self.n_rows, self.data[3]
         # Every row is visited once an epoch: the weights' total is known.
