@@ -404,7 +404,7 @@ class Network:
     # ------------------------------------------------------- checkpoints ----
 
     @classmethod
-    def load_checkpoint(cls, path) -> tuple[Network, dict]:
+    def load_checkpoint(cls, path, *, max_bytes: int | None = None) -> tuple[Network, dict]:
         """Read a checkpoint that fit(..., checkpoint=path) was writing.
 
         Returns (network, fit_kwargs): ``network.fit(X, y, **fit_kwargs)``
@@ -413,9 +413,9 @@ class Network:
         mid-epoch if it was interrupted there; the result is bit-identical
         to the run that was never interrupted. fit_kwargs also holds the
         run's ``checkpoint_metadata`` (e.g. the CLI's arguments).
-        `resume` does both steps in one call.
+        `resume` does both steps in one call. `max_bytes` as for `load`.
         """
-        return persistence.load_checkpoint(cls, path)
+        return persistence.load_checkpoint(cls, path, max_bytes)
 
     @classmethod
     def resume(cls, path, X, y, *, epochs: int | None = None, **fit_kwargs
@@ -469,11 +469,17 @@ class Network:
         self.seed = state["seed"]
 
     @classmethod
-    def load(cls, path) -> Network:
-        """Read a model written by `save` (or a checkpoint). Raises
-        FileNotFoundError for a missing file and ValueError for anything that
-        is not a cmlp model."""
-        return persistence.read(cls, path)[0]
+    def load(cls, path, *, max_bytes: int | None = None) -> Network:
+        """Read a model written by `save` (or a checkpoint).
+
+        Raises FileNotFoundError for a missing file and ValueError for
+        anything else that is not a valid cmlp model: not a regular file,
+        damaged, inconsistent, or over a limit. Limits, checked before
+        anything is allocated: at most 64 archive members (only the ones the
+        format defines are read) and `max_bytes` of array data (default
+        $CMLP_MAX_MODEL_BYTES, else 4 GiB). A file is never unpickled.
+        """
+        return persistence.read(cls, path, max_bytes)[0]
 
 
 load_history = persistence.load_history

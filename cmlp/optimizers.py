@@ -74,18 +74,43 @@ class Optimizer:
         return fields
 
     @staticmethod
-    def from_arrays(fields, prefix="optimizer_"):
-        """Rebuild an optimizer written by to_arrays (or None if absent)."""
+    def from_arrays(fields, shape=None, dtype=None, prefix="optimizer_"):
+        """Rebuild an optimizer written by to_arrays (or None if absent).
+
+        Everything is validated (a file may have been tampered with): the
+        config by the constructor, the step (an integer >= 0), and the state
+        (all n_state buffers, of `shape` and `dtype` when given, finite, and
+        Adam's second moment >= 0). ValueError otherwise.
+        """
         if prefix + "config" not in fields:
             return None
         config = json.loads(str(fields[prefix + "config"]))
+        if not isinstance(config, dict) or config.get("name") not in ("sgd", "adam"):
+            raise ValueError("the optimizer config names no known optimizer")
         kind = {"sgd": SGD, "adam": Adam}[config.pop("name")]
-        per_sample = bool(config.pop("decay_per_sample", False))
+        per_sample = config.pop("decay_per_sample", False)
+        if not isinstance(per_sample, bool):
+            raise ValueError("decay_per_sample must be true or false")
         optimizer = kind(**config)
         optimizer.decay_per_sample = per_sample
-        optimizer.step = int(fields[prefix + "step"])
-        optimizer.state = [np.array(fields[f"{prefix}state{i}"])
-                           for i in range(optimizer.n_state) if f"{prefix}state{i}" in fields]
+        step = fields[prefix + "step"]
+        if step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
+            raise ValueError(f"the optimizer step must be an integer >= 0, got {step!r}")
+        optimizer.step = int(step)
+        names = [f"{prefix}state{i}" for i in range(optimizer.n_state)]
+        present = [name for name in names if name in fields]
+        if present and present != names:      # none (never trained) or all of them
+            raise ValueError(f"the optimizer state needs {optimizer.n_state} buffers")
+        optimizer.state = [np.array(fields[name]) for name in present]
+        for buffer in optimizer.state:
+            if (shape is not None and buffer.shape != shape) or (
+                    dtype is not None and buffer.dtype != dtype):
+                raise ValueError(f"optimizer state is {buffer.dtype} {buffer.shape}, the "
+                                 f"parameters {dtype} {shape}")
+            if not np.isfinite(buffer).all():
+                raise ValueError("the optimizer state holds NaN or infinite values")
+        if kind is Adam and present and (optimizer.state[1] < 0).any():
+            raise ValueError("Adam's second moment holds negative values")
         return optimizer
 
 

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import stat
+import struct
 import tempfile
 import time
 import zipfile
@@ -22,11 +23,28 @@ import zipfile
 import numpy as np
 
 from cmlp._engine import is_finite
+from cmlp._layout import check_architecture, offsets
+from cmlp._validation import check_number
 from cmlp.history import History
 from cmlp.optimizers import Optimizer
 
 FORMAT = "cmlp-model-1"
 REQUIRED = ("format", "sizes", "activations", "output", "dtype", "parameters")
+# Every member the format defines; reading ignores (and never reads) others.
+KNOWN = REQUIRED + (
+    "seed_entropy", "dropout", "batches_done", "target_ndim", "shuffle_rng", "history",
+    "optimizer_config", "optimizer_step", "optimizer_state0", "optimizer_state1",
+    "checkpoint_epoch", "checkpoint_run", "checkpoint_rng", "checkpoint_history",
+    "checkpoint_position", "checkpoint_best")
+
+# Limits on reading a file, checked before anything is allocated. A file
+# cmlp writes has at most len(KNOWN) members and a directory of a few KB.
+MAX_MEMBERS = 64
+MAX_DIRECTORY_BYTES = 1 << 20
+# The data of the known members together; raise it with Network.load(...,
+# max_bytes=) or the environment variable below.
+DEFAULT_MAX_BYTES = 4 << 30
+MAX_BYTES_ENV = "CMLP_MAX_MODEL_BYTES"
 
 
 def model_fields(net) -> dict:
@@ -173,65 +191,183 @@ def from_bytes(cls, data: bytes):
     return _from_fields(cls, _load_fields(io.BytesIO(data), "<bytes>"), "<bytes>")[0]
 
 
-def _load_fields(source, name):
+def max_bytes_limit(max_bytes=None) -> int:
+    """The data limit of a read: `max_bytes`, else $CMLP_MAX_MODEL_BYTES,
+    else DEFAULT_MAX_BYTES."""
+    if max_bytes is None:
+        env = os.environ.get(MAX_BYTES_ENV)
+        if env is None:
+            return DEFAULT_MAX_BYTES
+        if not env.strip().isdigit():
+            raise ValueError(f"{MAX_BYTES_ENV}={env!r} is not a number of bytes")
+        return int(env)
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
+        raise TypeError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+    return max_bytes
+
+
+def _check_directory(fh):
+    """Refuse, from the end-of-directory record alone, a zip with more
+    members or a bigger directory than a cmlp file can have (parsing
+    100,000 directory entries alone takes seconds)."""
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    tail_size = min(size, 22 + 0xFFFF)
+    fh.seek(size - tail_size)
+    tail = fh.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        raise ValueError("not an .npz (zip) archive")
+    _, _, _, on_disk, total, directory_size, _, _ = struct.unpack("<4s4H2LH", tail[at:at + 22])
+    if max(on_disk, total) > MAX_MEMBERS or directory_size > MAX_DIRECTORY_BYTES:
+        raise ValueError(f"the archive has {total} members ({directory_size} bytes of "
+                         f"directory); a cmlp file has at most {MAX_MEMBERS}")
+    fh.seek(0)
+
+
+def _read_member(archive, info):
+    """One .npy member, its header checked against its stored size before
+    the data is read: no object arrays, no shape the data does not hold."""
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        if dtype.hasobject or dtype.kind not in "biufU":
+            raise ValueError(f"dtype {dtype} is not one cmlp writes")
+        count = 1
+        for n in shape:
+            count *= n
+        data_bytes = count * dtype.itemsize
+        if member.tell() + data_bytes != info.file_size:
+            raise ValueError(f"its header declares {shape} {dtype} ({data_bytes} bytes), "
+                             f"but {info.file_size - member.tell()} bytes are stored")
+        buffer = bytearray(data_bytes)
+        if member.readinto(buffer) != data_bytes:
+            raise ValueError("truncated data")
+        member.read(1)          # at the end: lets zipfile check the CRC
+    array = np.frombuffer(buffer, dtype=dtype, count=count)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _load_fields(fh, name, max_bytes=None):
+    """The known members of an open .npz file (or BytesIO), each a NumPy
+    array. ValueError for anything that is not a readable cmlp archive."""
+    limit = max_bytes_limit(max_bytes)
     try:
-        with np.load(source, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        _check_directory(fh)
+        with zipfile.ZipFile(fh) as archive:
+            infos = archive.infolist()
+            members = [info.filename for info in infos]
+            if len(infos) > MAX_MEMBERS or len(set(members)) != len(members):
+                raise ValueError(f"{len(infos)} members, or repeated ones; a cmlp file has "
+                                 f"at most {MAX_MEMBERS}, each once")
+            known = [info for info in infos
+                     if info.filename.endswith(".npy") and info.filename[:-4] in KNOWN]
+            total = sum(info.file_size for info in known)
+            if total > limit:
+                raise ValueError(
+                    f"it holds {total} bytes of model data, more than the limit of {limit} "
+                    f"bytes; if you trust the file, raise the limit with max_bytes= or the "
+                    f"environment variable {MAX_BYTES_ENV}")
+            fields = {}
+            for info in known:
+                try:
+                    fields[info.filename[:-4]] = _read_member(archive, info)
+                except MemoryError:
+                    raise
+                except Exception as exc:
+                    raise ValueError(f"member {info.filename!r}: {exc}") from None
+            return fields
+    except MemoryError:
+        raise
+    except Exception as exc:      # any parse failure of a damaged file is a ValueError
         raise ValueError(f"{name!r} is not a readable cmlp model file: {exc}") from None
 
 
-def read(cls, path):
+def read(cls, path, max_bytes=None):
     """(network of class `cls`, all fields) from a model or checkpoint file.
     FileNotFoundError for a missing file, ValueError for anything that is
-    not a cmlp model."""
+    not a cmlp model (including one over the size limits above)."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no model file at {path!r}")
-    if not stat.S_ISREG(os.stat(path).st_mode):     # a FIFO would block forever
-        raise ValueError(f"{path!r} is not a regular file")
-    return _from_fields(cls, _load_fields(path, path), path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the type is
+        # then checked on the descriptor itself (no race with a rename).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no model file at {path!r}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path!r} is not a regular file") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path!r} is not a regular file")
+        fields = _load_fields(fh, path, max_bytes)
+    return _from_fields(cls, fields, path)
+
+
+def _scalar(fields, key, kind=int, low=0):
+    """A 0-d member as a Python int/float/str, checked (ints: >= low)."""
+    value = fields[key]
+    if value.shape != ():
+        raise ValueError(f"{key} must be a scalar, got shape {value.shape}")
+    value = value.item()
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string")
+        return value
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+        raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
+    return value
 
 
 def _from_fields(cls, fields, path):
+    """The network the fields describe; ValueError, naming the file, for
+    anything missing, inconsistent or out of range. The architecture is
+    checked against the stored parameters before the network is built, so
+    a small file cannot make this allocate more than it holds."""
+    try:
+        return _network_from_fields(cls, fields)
+    except MemoryError:
+        raise
+    except Exception as exc:      # tampered content: always a ValueError
+        raise ValueError(f"{path!r} is not a valid cmlp model: {exc}") from None
+
+
+def _network_from_fields(cls, fields):
     missing = set(REQUIRED) - set(fields)
     if missing:
-        raise ValueError(f"{path!r} is not a cmlp model file: missing {sorted(missing)}")
-    if str(fields["format"]) != FORMAT:
-        raise ValueError(f"{path!r} has format {str(fields['format'])!r}, expected {FORMAT!r}")
-    try:
-        net = cls(fields["sizes"].tolist(), list(fields["activations"].tolist()),
-                  str(fields["output"]), str(fields["dtype"]))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path!r} describes an invalid network: {exc}") from None
+        raise ValueError(f"missing {sorted(missing)}")
+    if _scalar(fields, "format", str) != FORMAT:
+        raise ValueError(f"format {str(fields['format'])!r}, expected {FORMAT!r}")
+    sizes, activations, output, dtype = check_architecture(
+        fields["sizes"].tolist(), list(np.atleast_1d(fields["activations"]).tolist()),
+        _scalar(fields, "output", str), _scalar(fields, "dtype", str))
+    n_params = offsets(sizes)[2]
     params = fields["parameters"]
-    if params.shape != net.parameters.shape or params.dtype != net.dtype:
-        raise ValueError(f"{path!r}: parameters are {params.dtype} {params.shape}, the network "
-                         f"needs {net.dtype} {net.parameters.shape}")
+    if params.shape != (n_params,) or params.dtype != dtype:
+        raise ValueError(f"parameters are {params.dtype} {params.shape}, the network "
+                         f"{list(sizes)} needs {dtype} ({n_params},)")
     if not np.isfinite(params).all():
-        raise ValueError(f"{path!r}: parameters contain NaN or infinite values")
-    net.parameters[:] = params
-    try:
-        if "seed_entropy" in fields:
-            net._seed_entropy = int(str(fields["seed_entropy"]))
-        if "dropout" in fields:
-            net.dropout = fields["dropout"].tolist()
-        if "batches_done" in fields:
-            net._batches_done = int(fields["batches_done"])
-            if net._batches_done < 0:
-                raise ValueError("negative batch count")
-        if "shuffle_rng" in fields:
-            net._shuffle_rng.bit_generator.state = json.loads(str(fields["shuffle_rng"]))
-        if "target_ndim" in fields:
-            net._target_ndim = int(fields["target_ndim"])
-            if net._target_ndim not in (1, 2):
-                raise ValueError("target_ndim must be 1 or 2")
-        net.optimizer = Optimizer.from_arrays(fields)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"{path!r}: damaged training state: {exc}") from None
-    if net.optimizer is not None and any(
-            s.shape != params.shape or s.dtype != net.dtype for s in net.optimizer.state):
-        raise ValueError(f"{path!r}: optimizer state does not match the parameters")
+        raise ValueError("parameters contain NaN or infinite values")
+    net = cls(list(sizes), activations, output, dtype.name)
+    net._parameters[:] = params
+    if "seed_entropy" in fields:
+        net._seed_entropy = int(_scalar(fields, "seed_entropy", str))
+        np.random.SeedSequence(net._seed_entropy)        # refuses a negative entropy
+    if "dropout" in fields:
+        net.dropout = fields["dropout"].tolist()
+    if "batches_done" in fields:
+        net._batches_done = _scalar(fields, "batches_done")
+    if "shuffle_rng" in fields:
+        net._shuffle_rng.bit_generator.state = json.loads(_scalar(fields, "shuffle_rng", str))
+    if "target_ndim" in fields:
+        net._target_ndim = _scalar(fields, "target_ndim", low=1)
+        if net._target_ndim not in (1, 2):
+            raise ValueError("target_ndim must be 1 or 2")
+    net.optimizer = Optimizer.from_arrays(fields, params.shape, dtype)
     return net, fields
 
 
@@ -256,47 +392,66 @@ def write_checkpoint(run, path, metadata: dict | None = None) -> None:
     write(run.network, path, fields)
 
 
-def load_checkpoint(cls, path):
+def load_checkpoint(cls, path, max_bytes=None):
     """(network, fit keyword arguments) to continue the run a checkpoint
     holds; see Network.load_checkpoint."""
-    net, fields = read(cls, path)
+    net, fields = read(cls, path, max_bytes)
     if "checkpoint_epoch" not in fields:
         raise ValueError(f"{os.fspath(path)!r} is a model, not a checkpoint (no epoch state)")
     try:
-        run = json.loads(str(fields["checkpoint_run"]))
-        net._shuffle_rng.bit_generator.state = json.loads(str(fields["checkpoint_rng"]))
-        history = History.from_json(str(fields["checkpoint_history"]))
-        position = None
-        if "checkpoint_position" in fields:
-            position = json.loads(str(fields["checkpoint_position"]))
-            position = {"rows_done": int(position["rows_done"]),
-                        "loss_sum": float(position["loss_sum"]),
-                        "n_correct": int(position["n_correct"])}
-        kwargs = {"epochs": run["epochs"], "batch_size": run["batch_size"],
-                  "shuffle": run["shuffle"], "schedule": run["schedule"],
-                  "validation_split": run["validation_split"],
-                  "early_stopping": run["early_stopping"], "patience": run["patience"],
-                  "min_delta": run["min_delta"],
-                  "initial_epoch": int(fields["checkpoint_epoch"]), "history": history,
-                  "checkpoint": os.fspath(path), "checkpoint_metadata": run["metadata"]}
-    except (ValueError, TypeError, KeyError) as exc:
+        kwargs, resume = _run_from_fields(net, fields)
+    except MemoryError:
+        raise
+    except Exception as exc:      # tampered content: always a ValueError
         raise ValueError(f"{os.fspath(path)!r}: damaged checkpoint state: {exc}") from None
+    kwargs["checkpoint"] = os.fspath(path)
     # Consumed by the next fit: early stopping's best weights and the
     # position within the epoch the run was interrupted in.
-    net._resume = {"best": fields.get("checkpoint_best"), "position": position}
+    net._resume = resume
     return net, kwargs
 
 
-def load_history(path) -> History:
+def _run_from_fields(net, fields):
+    run = json.loads(_scalar(fields, "checkpoint_run", str))
+    net._shuffle_rng.bit_generator.state = json.loads(_scalar(fields, "checkpoint_rng", str))
+    history = History.from_json(_scalar(fields, "checkpoint_history", str))
+    position = None
+    if "checkpoint_position" in fields:
+        stored = json.loads(_scalar(fields, "checkpoint_position", str))
+        position = {"rows_done": stored["rows_done"], "loss_sum": stored["loss_sum"],
+                    "n_correct": stored["n_correct"]}
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in (position["rows_done"], position["n_correct"])):
+            raise ValueError("the position's row counts must be integers >= 0")
+        position["loss_sum"] = check_number(position["loss_sum"], "the position's loss sum",
+                                            low=0)
+    best = fields.get("checkpoint_best")
+    if best is not None and (best.shape != net.parameters.shape or best.dtype != net.dtype
+                             or not np.isfinite(best).all()):
+        raise ValueError("early stopping's best parameters do not match the network "
+                         "or are not finite")
+    kwargs = {"epochs": run["epochs"], "batch_size": run["batch_size"],
+              "shuffle": run["shuffle"], "schedule": run["schedule"],
+              "validation_split": run["validation_split"],
+              "early_stopping": run["early_stopping"], "patience": run["patience"],
+              "min_delta": run["min_delta"],
+              "initial_epoch": _scalar(fields, "checkpoint_epoch"), "history": history,
+              "checkpoint_metadata": run["metadata"]}
+    return kwargs, {"best": best, "position": position}
+
+
+def load_history(path, max_bytes=None) -> History:
     """The History stored in a checkpoint, or in a model saved with a history."""
     from cmlp.network import Network
     path = os.fspath(path)
-    _, fields = read(Network, path)
+    _, fields = read(Network, path, max_bytes)
     key = "checkpoint_history" if "checkpoint_history" in fields else "history"
     if key not in fields:
         raise ValueError(f"{path!r} holds no training history (save it with "
                          "net.save(path, history) or train with a checkpoint)")
     try:
-        return History.from_json(str(fields[key]))
-    except ValueError as exc:
-        raise ValueError(f"{path!r}: {exc}") from None
+        return History.from_json(_scalar(fields, key, str))
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path!r}: damaged history: {exc}") from None

@@ -301,7 +301,7 @@ def test_load_rejects_missing_and_corrupt_files(tmp_path):
     fields = dict(np.load(good))
     fields["activations"] = np.array(["swish"])
     np.savez(tmp_path / "badact.npz", **fields)
-    with pytest.raises(ValueError, match="invalid network"):
+    with pytest.raises(ValueError, match="not a valid cmlp model: unknown activation"):
         Network.load(tmp_path / "badact.npz")
     fields = dict(np.load(good))
     fields["sizes"] = np.array([object()], dtype=object)
