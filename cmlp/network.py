@@ -23,11 +23,24 @@ from cmlp._layout import (
     shuffle_seed,
     split_flat,
 )
-from cmlp._validation import as_matrix, check_weights, check_Xy, positive_float, positive_int
+from cmlp._validation import (
+    as_matrix,
+    check_number,
+    check_weights,
+    check_Xy,
+    positive_float,
+    positive_int,
+)
 from cmlp.history import History
 from cmlp.optimizers import Optimizer, make_optimizer, optimizer_for
 from cmlp.schedules import Schedule, make_schedule
-from cmlp.training import TrainingRun, prepare_data, shorthand_callbacks, total_weight
+from cmlp.training import (
+    DIVERGENCE_FACTOR,
+    TrainingRun,
+    prepare_data,
+    shorthand_callbacks,
+    total_weight,
+)
 
 FORMAT = persistence.FORMAT
 
@@ -283,7 +296,8 @@ class Network:
             callbacks: Sequence = (), gradient_hook: Callable | None = None,
             verbose: int = 1, progress: bool = False, on_epoch_end: Callable | None = None,
             checkpoint=None, initial_epoch: int = 0, history: History | None = None,
-            checkpoint_metadata: dict | None = None) -> History:
+            checkpoint_metadata: dict | None = None,
+            divergence_factor: float | None = DIVERGENCE_FACTOR) -> History:
         """Train on (X, y) with mini-batch gradient descent; returns a History
         of per-epoch records (``loss``, ``accuracy``, ``lr``, ``seconds``,
         ``val_*``).
@@ -335,9 +349,14 @@ class Network:
             every epoch and on Ctrl-C (see `resume`).
         initial_epoch, history : where a resumed run starts and the History
             it extends (from `load_checkpoint`; `resume` does this for you).
+        divergence_factor : an epoch whose training loss exceeds this times
+            max(1, the loss the network had when the run began) counts as
+            diverged (default 1e6); None leaves only NaN/inf as divergence.
 
-        Raises ValueError for bad arguments or a non-finite loss (learning
-        rate too high; the failing batch is not applied).
+        Raises ValueError for bad arguments and when training diverges (a
+        NaN/inf loss or parameters, or see divergence_factor): the network
+        is then put back where the failing epoch started (parameters,
+        optimizer state and counters), never left diverged.
         """
         epochs = positive_int(epochs, "epochs", minimum=0)
         batch_size = positive_int(batch_size, "batch_size")
@@ -352,6 +371,8 @@ class Network:
                                          checkpoint_metadata, progress, verbose, on_epoch_end)
         if gradient_hook is not None and not callable(gradient_hook):
             raise TypeError("gradient_hook must be callable")
+        if divergence_factor is not None:
+            divergence_factor = check_number(divergence_factor, "divergence_factor", low=1)
         config = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
                   "schedule": schedule.config(), "validation_split": validation_split,
                   "early_stopping": bool(early_stopping), "patience": patience,
@@ -364,7 +385,8 @@ class Network:
                               batch_size=batch_size, optimizer=opt, schedule=schedule,
                               shuffle=shuffle, callbacks=[*shorthands, *callbacks],
                               gradient_hook=gradient_hook, history=history,
-                              initial_epoch=initial_epoch, config=config)
+                              initial_epoch=initial_epoch, config=config,
+                              divergence_factor=divergence_factor)
             self.optimizer = opt
             if data[2].size:             # float targets: remember their shape for predict
                 self._target_ndim = 1 if np.ndim(y) == 1 else 2

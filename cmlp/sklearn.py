@@ -304,7 +304,7 @@ class _BaseMLP(BaseEstimator):
         self._best_parameters = None
         net.fit(X_train, y_train, epochs=epochs, batch_size=batch, optimizer=net.optimizer,
                 schedule=schedule, shuffle=self.shuffle, sample_weight=w_train, verbose=0,
-                callbacks=[rule])
+                callbacks=[rule], divergence_factor=None)   # scikit-learn stops on NaN/inf only
         if self.early_stopping and self._best_parameters is not None:
             net.parameters[:] = self._best_parameters
         if epochs > 1 and not self._converged and self.n_iter_ >= self.max_iter:

@@ -14,9 +14,13 @@ Design
   network and optimizer after every C call, also when the call stops
   early: after Ctrl-C or an error, parameters, optimizer state and counters
   describe the same point, the end of the last completed batch.
-* A non-finite loss or non-finite parameters raise ValueError and put the
-  network back where that epoch started (parameters, optimizer state and
-  counters alike): a diverged fit never leaves NaN/inf behind.
+* A diverged epoch raises ValueError and puts the network back where that
+  epoch started (parameters, optimizer state and counters alike): a fit
+  never returns or leaves behind NaN/inf, nor a finite but exploded model.
+  Diverged means a non-finite loss or parameters, or an epoch's training
+  loss above divergence_factor (default DIVERGENCE_FACTOR) x max(1, the
+  loss the network had when the run began, on its first REFERENCE_ROWS rows). No sane run comes
+  near: at lr=1e3 on MNIST the first epoch's loss is ~1e33.
 * `position` says how far the epoch in progress got (rows done, the loss and
   hit sums so far, the shuffling state that drew its order), so a
   checkpoint written on Ctrl-C resumes mid-epoch, bit-identically.
@@ -100,6 +104,10 @@ def _split(data, fraction, seed):
     return train, val
 
 
+DIVERGENCE_FACTOR = 1e6
+REFERENCE_ROWS = 1024
+
+
 class TrainingRun:
     """One call of fit: `epochs` epochs of `optimizer` steps over `data`.
 
@@ -112,10 +120,11 @@ class TrainingRun:
 
     def __init__(self, network, data, *, validation, epochs, batch_size, optimizer, schedule,
                  shuffle, callbacks=(), gradient_hook=None, history=None, initial_epoch=0,
-                 config=None):
+                 config=None, divergence_factor=DIVERGENCE_FACTOR):
         self.network, self.validation = network, validation
         self.epochs, self.optimizer, self.schedule = epochs, optimizer, schedule
         self.shuffle = shuffle
+        self.divergence_factor = np.inf if divergence_factor is None else divergence_factor
         self.history = History() if history is None else history
         self.completed_epochs = self.epoch = initial_epoch
         self.config = config or {}
@@ -156,6 +165,11 @@ class TrainingRun:
         with the network at the end of the last completed batch."""
         for callback in self.callbacks:
             callback.on_train_begin(self)
+        X, labels, targets, weights = self.data
+        head = min(self.n_rows, REFERENCE_ROWS)
+        self.reference_loss = self.network._evaluate(
+            X[:head], labels[:head], targets[:head],
+            weights[:head] if weights is not None else None)["loss"]
         stopped = self.early_stopping is not None and self.early_stopping.stopped
         try:
             while not stopped and self.completed_epochs < self.epochs:
@@ -209,6 +223,14 @@ class TrainingRun:
         # Every row is visited once an epoch: the weights' total is known.
         record = {"epoch": self.epoch,
                   "loss": position["loss_sum"] / total_weight(weights, seen)}
+        limit = self.divergence_factor * max(1.0, self.reference_loss)
+        if not record["loss"] <= limit:
+            self._restore(start_state)
+            raise ValueError(
+                f"training diverged in epoch {self.epoch}: its loss {record['loss']:.3g} is over "
+                f"{self.divergence_factor:.0e} x the loss the run began with ({self.reference_loss:.3g})"
+                f"; the learning rate is probably too high for this data (the network is "
+                f"back where epoch {self.epoch} started)")
         if net.output != "identity":
             record["accuracy"] = position["n_correct"] / seen
         record["lr"] = rate

@@ -165,6 +165,28 @@ def test_a_diverging_fit_raises_and_leaves_the_start_of_the_epoch():
     assert net._batches_done == net.optimizer.step == 4
 
 
+def test_a_finite_but_exploded_fit_raises_too():
+    # At lr=1e3 on MNIST Adam used to return normally at 10 % accuracy with
+    # a first-epoch loss of 1e33 (finite): the loss is now held against the
+    # loss the run began with.
+    X, y = blobs(n=200)
+    net = Network([10, 32, 3], seed=0)
+    before = net.parameters.copy()
+    with pytest.raises(ValueError, match=r"training diverged in epoch 1: its loss .* is over "
+                                         r"1e\+06 x the loss the run began with"):
+        net.fit(X, y, epochs=3, lr=1e4, optimizer="adam", batch_size=16, verbose=0)
+    np.testing.assert_array_equal(net.parameters, before)
+    assert net.optimizer.step == net._batches_done == 0
+    # Opting out (the scikit-learn estimators do: scikit-learn stops on NaN/inf only).
+    Network([10, 32, 3], seed=0).fit(X, y, epochs=1, lr=1e4, optimizer="adam", batch_size=16,
+                                     verbose=0, divergence_factor=None)
+    with pytest.raises(ValueError, match="divergence_factor must be"):
+        net.fit(X, y, epochs=1, divergence_factor=0.5)
+    # A sane run of the same data is not mistaken for one.
+    history = net.fit(X, y, epochs=3, lr=1e-2, optimizer="adam", batch_size=16, verbose=0)
+    assert history.records[-1]["loss"] < history.records[0]["loss"]
+
+
 def test_save_refuses_non_finite_parameters(tmp_path):
     net, _, _ = small()
     net.weights[0][0, 0] = np.nan
