@@ -101,7 +101,7 @@ def sklearn_system(X, y, batch):
 
 def floor_system(X, y, batch):
     net = Network(SIZES, "relu", "softmax", "float32", seed=SEED)
-    return lambda: _bench_floor.gemm_floor_epoch(net.parameters, net._layout, X, batch)
+    return lambda: _bench_floor.gemm_floor_epoch(net._parameters, net._layout, X, batch)
 
 
 def main(argv=None):

@@ -82,7 +82,7 @@ class EarlyStopping(Callback):
         return self.stopped
 
     def on_train_end(self, run):
-        run.network.parameters[:] = self.best_params
+        run.network._parameters[:] = self.best_params
         run.history.best_epoch = self.best_epoch
 
 

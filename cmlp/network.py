@@ -77,8 +77,12 @@ class Network:
     Attributes
     ----------
     weights, biases : tuple of ndarray
-        Writable views, W of shape (n_in, n_out) and b of shape (n_out,), into
-        one flat parameter buffer (`parameters`).
+        Read-only views, W of shape (n_in, n_out) and b of shape (n_out,),
+        into one flat parameter buffer (`parameters`, read-only too). They
+        follow every change training makes. Change them with `set_weights`
+        or `set_parameters`, which check the values: parameters are always
+        finite and in the dtype's range, so every code path (one-row,
+        batched, the NumPy reference) computes the same thing.
 
     One Network may serve `forward`/`predict`/`evaluate`/`gradients` from
     several threads at once, also while it trains; a second `fit` or
@@ -119,7 +123,11 @@ class Network:
             np.asarray([ACTIVATIONS[a] for a in self.activations] + [ACTIVATIONS["identity"]],
                        dtype=np.int32),
             self._dropout, OUTPUTS[self.output], n_params)
-        self.weights, self.biases = split_flat(self._parameters, self.sizes)
+        # Writable views for cmlp's own use; the public ones are read-only.
+        self._weights, self._biases = split_flat(self._parameters, self.sizes)
+        public = self._parameters.view()
+        public.flags.writeable = False
+        self._public = (public, *split_flat(public, self.sizes))
         # The dtype's specialisation of the fused C entry point, picked once:
         # dispatching on every call would cost more than a one-sample forward.
         self._forward = _engine.forward[self.dtype.name.replace("float32", "float")
@@ -159,9 +167,59 @@ class Network:
         return dropout_key(self._seed_entropy)
 
     @property
-    def parameters(self):
-        """The flat parameter buffer: every layer's W then b, back to back."""
-        return self._parameters
+    def parameters(self) -> np.ndarray:
+        """The flat parameter buffer, every layer's W then b back to back (a
+        read-only view; see set_parameters)."""
+        return self._public[0]
+
+    @property
+    def weights(self) -> tuple:
+        """W of each layer, (n_in, n_out) (read-only views; see set_weights)."""
+        return self._public[1]
+
+    @property
+    def biases(self) -> tuple:
+        """b of each layer, (n_out,) (read-only views; see set_weights)."""
+        return self._public[2]
+
+    def _checked_values(self, values, shape, name):
+        """`values` as an array of `shape`, finite and within the dtype's
+        range (a float64 1e39 would become inf in float32)."""
+        array = np.asarray(values)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be real numbers, got dtype {array.dtype}")
+        if array.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+        big = np.finfo(self.dtype).max
+        if not (np.isfinite(array).all() and (np.abs(array) <= big).all()):
+            raise ValueError(f"{name} must be finite and within the {self.dtype.name} range "
+                             f"(|value| <= {big:.4g})")
+        return array
+
+    def set_parameters(self, values) -> None:
+        """Replace all parameters with `values`, shape (n_parameters,), in
+        the layout of `parameters`. ValueError (nothing changed) for a
+        wrong shape or a value that is NaN, infinite or outside the dtype's
+        range."""
+        self._parameters[:] = self._checked_values(values, self._parameters.shape,
+                                                   "parameters")
+
+    def set_weights(self, weights=None, biases=None) -> None:
+        """Replace W and/or b of some or all layers: `weights` and `biases`
+        are sequences with one entry per layer, each an array of that
+        layer's shape or None (left as it is). Everything is checked first
+        (shape, finite, within the dtype's range), then written: on
+        ValueError nothing has changed."""
+        updates = []
+        for given, views, kind in ((weights, self._weights, "W"), (biases, self._biases, "b")):
+            if given is None:
+                continue
+            if isinstance(given, np.ndarray) or len(given) != len(views):
+                raise ValueError(f"give one {kind} (or None) per layer: {len(views)} layers")
+            updates += [(view, self._checked_values(value, view.shape, f"{kind} of layer {i}"))
+                        for i, (view, value) in enumerate(zip(views, given)) if value is not None]
+        for view, value in updates:
+            view[...] = value
 
     @property
     def n_features(self):
@@ -470,8 +528,8 @@ class Network:
             raise ValueError("mean must be finite and std finite and > 0")
         W = self.weights[0].astype(np.float64)
         b = self.biases[0].astype(np.float64)
-        self.biases[0][...] = b - (mean / std) @ W
-        self.weights[0][...] = W / std[:, None]
+        rest = [None] * (len(self.sizes) - 2)
+        self.set_weights([W / std[:, None], *rest], [b - (mean / std) @ W, *rest])
 
     # ------------------------------------------------------- persistence ----
 

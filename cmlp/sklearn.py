@@ -306,7 +306,7 @@ class _BaseMLP(BaseEstimator):
                 schedule=schedule, shuffle=self.shuffle, sample_weight=w_train, verbose=0,
                 callbacks=[rule], divergence_factor=None)   # scikit-learn stops on NaN/inf only
         if self.early_stopping and self._best_parameters is not None:
-            net.parameters[:] = self._best_parameters
+            net._parameters[:] = self._best_parameters
         if epochs > 1 and not self._converged and self.n_iter_ >= self.max_iter:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
                           "and the optimization hasn't converged yet.", ConvergenceWarning,
@@ -507,10 +507,7 @@ def from_sklearn(estimator, dtype=None):
               "identity": "identity"}[estimator.out_activation_]
     net = Network([estimator.coefs_[0].shape[0], *hidden, estimator.coefs_[-1].shape[1]],
                   ACTIVATIONS[estimator.activation], output, ours.dtype or "float64", seed=0)
-    for W, b, W_src, b_src in zip(net.weights, net.biases, estimator.coefs_,
-                                  estimator.intercepts_):
-        W[...] = W_src
-        b[...] = b_src
+    net.set_weights(estimator.coefs_, estimator.intercepts_)
     ours.network_ = net
     ours._set_views()
     for name in ("n_features_in_", "n_layers_", "n_outputs_", "out_activation_", "n_iter_", "t_",

@@ -151,7 +151,7 @@ class TrainingRun:
             self.position.update(resume["position"])
 
         optimizer.bind(network.parameters.size, network.dtype)
-        self.stepper = BatchStepper(network._layout, network.parameters, network._gradients,
+        self.stepper = BatchStepper(network._layout, network._parameters, network._gradients,
                                     *data, self.batch_size)
         optimizer.configure(self.stepper)
         self.stepper.dropout_key = network._dropout_key
@@ -249,7 +249,7 @@ class TrainingRun:
     def _restore(self, state):
         net, opt, stepper = self.network, self.optimizer, self.stepper
         params, opt_state, step, batches, position = state
-        net.parameters[:] = params
+        net._parameters[:] = params
         for buffer, saved in zip(opt.state, opt_state):
             buffer[:] = saved
         opt.step = stepper.step = step

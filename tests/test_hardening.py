@@ -187,9 +187,39 @@ def test_a_finite_but_exploded_fit_raises_too():
     assert history.records[-1]["loss"] < history.records[0]["loss"]
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1e39])
+def test_parameters_are_set_only_through_checks(bad):
+    # NaN written into the weights used to give three answers: finite
+    # probabilities (one-row path), [0.5, 0.5] (gemm) and NaN (reference).
+    net, X, _ = small()
+    before = net.parameters.copy()
+    for view in (net.parameters, net.weights[0], net.biases[1]):
+        with pytest.raises(ValueError, match="read-only"):
+            view[0] = bad
+    W = net.weights[0].copy()
+    W[0, 0] = bad
+    with pytest.raises(ValueError, match="W of layer 0 must be finite and within the float32 "
+                                         r"range \(\|value\| <= 3.403e\+38\)"):
+        net.set_weights([None, net.weights[1] * 2], [net.biases[0] + 1, None])
+        net.set_weights([W, net.weights[1] * 2])
+    flat = before.astype(np.float64)
+    flat[-1] = bad
+    with pytest.raises(ValueError, match="parameters must be finite"):
+        net.set_parameters(flat)
+    with pytest.raises(ValueError, match=r"parameters must have shape \(59,\)"):
+        net.set_parameters(flat[:-1])
+    with pytest.raises(ValueError, match="one W .* per layer: 2 layers"):
+        net.set_weights([W])
+    with pytest.raises(TypeError, match="real numbers"):
+        net.set_parameters(flat.astype(complex))
+    np.testing.assert_array_equal(net.biases[0], before[40:44] + 1)  # the call before went in
+    net.set_weights([None, None], [before[40:44], None])
+    np.testing.assert_array_equal(net.parameters[:40], before[:40])    # the failed ones did not
+
+
 def test_save_refuses_non_finite_parameters(tmp_path):
     net, _, _ = small()
-    net.weights[0][0, 0] = np.nan
+    net._parameters[0] = np.nan          # only reachable from underneath
     with pytest.raises(ValueError, match="NaN or infinite"):
         net.save(tmp_path / "m.npz")
     assert not (tmp_path / "m.npz").exists()

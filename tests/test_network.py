@@ -14,18 +14,24 @@ def toy(n=64, d=6, k=3, seed=0):
     return X, (X[:, :k].argmax(axis=1))
 
 
-def test_weights_are_writable_views_into_one_flat_buffer():
+def test_weights_are_read_only_views_into_one_flat_buffer_set_through_checks():
     net = Network([6, 5, 3], seed=0)
     assert [w.shape for w in net.weights] == [(6, 5), (5, 3)]
     assert [b.shape for b in net.biases] == [(5,), (3,)]
     assert net.parameters.size == 6 * 5 + 5 + 5 * 3 + 3
     for view in net.weights + net.biases:
-        assert np.shares_memory(view, net.parameters)
-    net.weights[1][...] = 0
-    net.biases[1][...] = [0.0, 5.0, 0.0]
-    np.testing.assert_array_equal(net.predict(np.ones((4, 6))), [1, 1, 1, 1])
+        assert np.shares_memory(view, net.parameters) and not view.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        net.weights[1][...] = 0
     with pytest.raises(TypeError):
         net.weights[0] = np.zeros((6, 5))     # replacing a view would detach it
+    net.set_weights([None, np.zeros((5, 3))], [None, [0.0, 5.0, 0.0]])
+    np.testing.assert_array_equal(net.predict(np.ones((4, 6))), [1, 1, 1, 1])
+    assert np.all(net.weights[1] == 0)                        # the views follow
+    flat = np.arange(net.parameters.size) / 100
+    net.set_parameters(flat)
+    np.testing.assert_array_equal(net.parameters, flat.astype(np.float32))
+    np.testing.assert_array_equal(net.biases[1], flat[-3:].astype(np.float32))
 
 
 def test_init_scales_he_for_relu_glorot_otherwise():
@@ -154,8 +160,10 @@ def test_batch_larger_than_data_and_ragged_last_batch():
 def test_divergence_raises_instead_of_returning_garbage():
     X, y = toy()
     net = Network([6, 64, 3], "identity", seed=0)
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match="non-finite|training diverged"):
         net.fit(X * 1e3, y, epochs=5, lr=1e3, verbose=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        net.fit(X * 1e3, y, epochs=5, lr=1e3, verbose=0, divergence_factor=None)
 
 
 def test_fold_input_standardization():

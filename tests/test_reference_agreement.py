@@ -79,7 +79,7 @@ def test_gradients_match_finite_differences(activation, output):
     X, y = data(output, n=12, seed=4)
     _, dWs, dbs = net.gradients(X, y)
     analytic = np.concatenate([g.ravel() for pair_ in zip(dWs, dbs) for g in pair_])
-    params = net.parameters
+    params = net._parameters          # perturbed in place, underneath the checks
     rng = np.random.default_rng(0)
     h = 1e-6
     for i in rng.choice(params.size, size=60, replace=False):
@@ -203,7 +203,7 @@ def test_dropout_gradients_match_finite_differences(activation):
         return loss / weights.sum(), net._gradients.copy()
 
     _, analytic = loss_and_grad()
-    params = net.parameters
+    params = net._parameters          # perturbed in place, underneath the checks
     h = 1e-6
     for i in np.random.default_rng(1).choice(params.size, size=60, replace=False):
         saved = params[i]
