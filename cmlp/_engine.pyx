@@ -23,7 +23,10 @@ Design
   are processed in chunks of CHUNK rows.
 * `forward` checks its input for NaN/inf in C before computing: the check is
   part of the Python boundary, done here only because a NumPy isfinite pass
-  costs more than the whole one-sample forward it guards.
+  costs more than the whole one-sample forward it guards. It also checks its
+  outputs: with finite inputs and parameters (the Network guarantees both)
+  a NaN/inf output means the dtype overflowed, which the caller must hear
+  about rather than get a confident wrong class.
 * Python validates (cmlp/network.py), Cython computes: nothing here checks
   shapes, dtypes or values.
 """
@@ -262,7 +265,8 @@ cdef int _forward_rows(floating* work, const floating* params,
                        const Layout* layout, const floating* X,
                        floating* out, Py_ssize_t n,
                        Py_ssize_t chunk) except -1 nogil:
-    # 1 when done; 0 at the first chunk holding NaN/inf; -1 on a signal.
+    # 1 when done; 0 at the first chunk holding NaN/inf; 2 at the first
+    # chunk whose outputs are not finite (overflow); -1 on a signal.
     cdef Py_ssize_t start = 0, m, d = layout.sizes[0]
     cdef Py_ssize_t k = layout.sizes[layout.n_layers]
     cdef floating* raw
@@ -281,6 +285,10 @@ cdef int _forward_rows(floating* work, const floating* params,
             sigmoid_forward(out + start * k, raw, m * k)
         else:
             memcpy(out + start * k, raw, m * k * sizeof(floating))
+        # With finite inputs and parameters only an overflow gets here; the
+        # activations carry NaN on, so it cannot be silently rounded away.
+        if not all_finite(out + start * k, m * k):
+            return 2
         start += m
     return 1
 
@@ -288,8 +296,9 @@ cdef int _forward_rows(floating* work, const floating* params,
 def forward(const floating[::1] params, NetLayout layout,
             const floating[:, ::1] X,     # IN  (n, sizes[0])
             floating[:, ::1] out):        # OUT (n, sizes[L]): probabilities or raw
-    """Network outputs for X into `out`. Returns False if X holds a NaN or
-    an infinity (rows from the first bad chunk on are then not computed).
+    """Network outputs for X into `out`. Returns 1 when done, 0 if X holds
+    a NaN or an infinity, 2 if an output came out NaN or infinite (an
+    overflow); rows from the first bad chunk on are then not computed.
 
     The GIL is released when the call has at least GIL_RELEASE_WORK
     multiply-adds to do; a smaller call (one or a few rows) keeps it, since
@@ -310,7 +319,7 @@ def forward(const floating[::1] params, NetLayout layout,
             finite = _forward_rows(work, &params[0], &layout.c, &X[0, 0], &out[0, 0], n, chunk)
     finally:
         free(work)
-    return finite == 1
+    return finite
 
 
 cdef double _loss_sum(const Layout* layout, const floating* raw, const int32_t* labels,

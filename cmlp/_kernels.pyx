@@ -205,8 +205,10 @@ cdef void linear_backward_sgd(floating* da_prev, floating* W, floating* b,
 
 cdef void relu_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
+    # NaN stays NaN (as in NumPy's maximum): an overflow upstream must reach
+    # the output, where forward detects it, not be rounded to a clean 0.
     for i in range(n):
-        a[i] = z[i] if z[i] > 0 else 0
+        a[i] = z[i] if not (z[i] <= 0) else 0
 
 
 cdef void relu_backward(floating* dz, const floating* a, const floating* da,

@@ -7,6 +7,12 @@ from cmlp._engine import is_finite
 from cmlp._layout import BLAS_INT_MAX
 
 
+def c_array(array, dtype):
+    """`array` as a C-contiguous, aligned array of `dtype` (copied only if
+    needed): the C code reads floats as integers and needs both."""
+    return np.require(array, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
+
+
 def as_matrix(X, n_features, dtype, name="X"):
     """X as a C-contiguous (n, n_features) array of `dtype`, copied at most once.
 
@@ -26,7 +32,7 @@ def as_matrix(X, n_features, dtype, name="X"):
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features but the network expects {n_features}")
     with np.errstate(over="ignore"):      # overflow becomes inf, reported below
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        arr = c_array(arr, dtype)
     if not is_finite(arr):
         raise ValueError(f"{name} contains NaN or infinite values"
                          + (" (or values out of range for the network dtype)"
@@ -62,7 +68,7 @@ def check_weights(sample_weight, class_weight, labels, n, output, n_outputs, dty
     if w is None:
         return np.empty(0, dtype=dtype)
     with np.errstate(over="ignore", under="ignore"):
-        cast = np.ascontiguousarray(w, dtype=dtype)
+        cast = c_array(w, dtype)
     # Checked in the network's dtype: 1e-46 is 0 in float32, 1e39 is inf.
     if not np.isfinite(cast).all():
         raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
@@ -87,7 +93,7 @@ def as_labels(y, n, n_classes, name="y"):
     if arr.min() < 0 or arr.max() >= n_classes:
         raise ValueError(f"{name} labels must lie in [0, {n_classes}); "
                          f"got values from {arr.min()} to {arr.max()}")
-    return np.ascontiguousarray(arr, dtype=np.int32)
+    return c_array(arr, np.int32)
 
 
 def as_targets(y, n, n_outputs, dtype, name="y"):

@@ -272,17 +272,27 @@ class Network:
         # straight to C (which checks it for NaN/inf); anything else is
         # validated and converted once.
         if not (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2
-                and X.shape[1] == self.sizes[0] and X.shape[0] > 0 and X.flags.c_contiguous):
+                and X.shape[1] == self.sizes[0] and X.shape[0] > 0 and X.flags.c_contiguous
+                and X.flags.aligned):
             X = self._check_X(X)
         shape = (X.shape[0], self.sizes[-1])
         if out is None:
             out = np.empty(shape, dtype=self.dtype)
         elif (type(out) is not np.ndarray or out.shape != shape or out.dtype != self.dtype
-              or not out.flags.c_contiguous or not out.flags.writeable):
-            raise ValueError(f"out must be a writable C-contiguous {self.dtype.name} array "
-                             f"of shape {shape}")
-        if not self._forward(self._parameters, self._layout, X, out):
-            raise ValueError("X contains NaN or infinite values")
+              or not out.flags.c_contiguous or not out.flags.aligned
+              or not out.flags.writeable):
+            raise ValueError(f"out must be a writable, aligned, C-contiguous {self.dtype.name} "
+                             f"array of shape {shape}")
+        elif np.may_share_memory(out, X):
+            raise ValueError("out must not overlap X (rows still to be read would be "
+                             "overwritten)")
+        status = self._forward(self._parameters, self._layout, X, out)
+        if status != 1:
+            if status == 0:
+                raise ValueError("X contains NaN or infinite values")
+            raise ValueError(f"the forward pass overflowed {self.dtype.name}: an output is NaN "
+                             f"or infinite (inputs or weights too large for {self.dtype.name}; "
+                             f"scale the inputs, or use float64)")
         return out
 
     def predict_proba(self, X, out: np.ndarray | None = None) -> np.ndarray:
@@ -314,7 +324,16 @@ class Network:
         """
         X, labels, targets = self._check_Xy(X, y)
         weights = self._check_weights(sample_weight, None, labels, X.shape[0])
-        return self._evaluate(X, labels, targets, weights)
+        result = self._evaluate(X, labels, targets, weights)
+        self._check_loss(result["loss"])
+        return result
+
+    def _check_loss(self, loss):
+        # Inputs and parameters are finite: a NaN/inf loss is an overflow.
+        if not np.isfinite(loss):
+            raise ValueError(f"the loss is {loss}: the forward pass overflowed "
+                             f"{self.dtype.name} (inputs, targets or weights too large for "
+                             f"{self.dtype.name}; scale them, or use float64)")
 
     def _evaluate(self, X, labels, targets, weights=None):
         if weights is None:
@@ -342,8 +361,10 @@ class Network:
         grads = np.empty_like(self._parameters)
         loss, _ = _engine.loss_and_gradients(self._parameters, grads, self._layout,
                                              X, labels, targets, weights, work)
+        loss /= total_weight(weights, X.shape[0])
+        self._check_loss(loss)
         dW, db = split_flat(grads, self.sizes)
-        return loss / total_weight(weights, X.shape[0]), list(dW), list(db)
+        return loss, list(dW), list(db)
 
     def fit(self, X, y, *, epochs: int = 10, batch_size: int = 128, lr: float | None = None,
             optimizer: str | Optimizer | None = None, momentum: float | None = None,

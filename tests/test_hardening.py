@@ -196,7 +196,7 @@ def test_parameters_are_set_only_through_checks(bad):
     for view in (net.parameters, net.weights[0], net.biases[1]):
         with pytest.raises(ValueError, match="read-only"):
             view[0] = bad
-    W = net.weights[0].copy()
+    W = net.weights[0].astype(np.float64)
     W[0, 0] = bad
     with pytest.raises(ValueError, match="W of layer 0 must be finite and within the float32 "
                                          r"range \(\|value\| <= 3.403e\+38\)"):
@@ -250,3 +250,62 @@ def test_sample_weights_checked_in_the_network_dtype(method, weights, match):
     kwargs = {"verbose": 0} if method == "fit" else {}
     with pytest.raises(ValueError, match=match):
         getattr(net, method)(X, y, sample_weight=np.array(weights), **kwargs)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40, 2000])        # one-row loops and gemm chunks
+def test_overflow_in_forward_is_an_error_on_every_path(rows):
+    # float32 inputs near 3e38 used to give NaN probabilities, and predict
+    # answered class 0 for them.
+    net = Network([4, 8, 2], seed=0)
+    X = np.full((rows, 4), 3e38, np.float32)
+    for call in (net.forward, net.predict):
+        with pytest.raises(ValueError, match="forward pass overflowed float32"):
+            call(X)
+    labels = np.zeros(rows, dtype=int)
+    with pytest.raises(ValueError, match="the loss is nan: the forward pass overflowed"):
+        net.evaluate(X, labels)
+    with pytest.raises(ValueError, match="forward pass overflowed"):
+        net.gradients(X, labels)
+    # The NumPy reference agrees that there is no answer.
+    with np.errstate(all="ignore"):
+        assert not np.isfinite(reference_forward(net, X)).all()
+
+
+def reference_forward(net, X):
+    from cmlp import reference
+    a = X.astype(net.dtype)
+    for i, (W, b) in enumerate(zip(net.weights, net.biases)):
+        z = reference.linear_forward(a, W, b)
+        a = reference.relu_forward(z) if i < len(net.weights) - 1 else z
+    return reference.softmax_forward(a)
+
+
+def test_large_finite_values_give_one_answer_whatever_the_path():
+    # The same rows through the one-row loops (1 row per call) and gemm
+    # (all at once), against the reference: the same classes everywhere.
+    net = Network([20, 16, 3], seed=0)
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((300, 20)) * 1e15).astype(np.float32)
+    X[rng.random(X.shape) < 0.5] = 0                         # zero skipping engaged
+    batched = net.predict_proba(X)
+    one_by_one = np.vstack([net.predict_proba(x[None]) for x in X])
+    np.testing.assert_allclose(one_by_one, batched, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(one_by_one.argmax(1), reference_forward(net, X).argmax(1))
+
+
+def test_out_must_not_overlap_x_and_unaligned_input_is_copied():
+    net = Network([4, 4], output="identity", dtype="float64", seed=0)
+    X = np.random.default_rng(0).standard_normal((6, 4))
+    expected = net.forward(X)
+    with pytest.raises(ValueError, match="out must not overlap X"):
+        net.forward(X, out=X)                     # used to corrupt the result silently
+    # An unaligned C-contiguous array (used to be read as misaligned
+    # integers, which UBSan reports) is copied to an aligned one first.
+    raw = np.zeros(X.nbytes + 1, dtype=np.uint8)
+    unaligned = raw[1:].view(np.float64).reshape(X.shape)
+    unaligned[...] = X
+    assert not unaligned.flags.aligned and unaligned.flags.c_contiguous
+    np.testing.assert_array_equal(net.forward(unaligned), expected)
+    out = np.zeros(X.nbytes + 1, dtype=np.uint8)[1:].view(np.float64).reshape(X.shape)
+    with pytest.raises(ValueError, match="aligned"):
+        net.forward(X, out=out)
