@@ -33,12 +33,19 @@ def gemm_floor_epoch(floating[::1] params, NetLayout layout,
     cdef Py_ssize_t widest = max(width, layout.c.sizes[0])
     # act: every layer's output; delta/dx: a delta and an input gradient;
     # grad: one weight gradient (the largest).
-    cdef floating* act = <floating*> malloc(batch * layout.c.act_width * sizeof(floating))
-    cdef floating* delta = <floating*> malloc(batch * widest * sizeof(floating))
-    cdef floating* dx = <floating*> malloc(batch * widest * sizeof(floating))
-    cdef floating* grad = <floating*> malloc(layout.c.n_params * sizeof(floating))
+    cdef floating* act
+    cdef floating* delta
+    cdef floating* dx
+    cdef floating* grad
     cdef const floating* a_prev
     cdef floating* a
+    if batch < 1:                   # would loop forever without the GIL
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    layout.check_call(params.shape[0], n, X.shape[1])
+    act = <floating*> malloc(batch * layout.c.act_width * sizeof(floating))
+    delta = <floating*> malloc(batch * widest * sizeof(floating))
+    dx = <floating*> malloc(batch * widest * sizeof(floating))
+    grad = <floating*> malloc(layout.c.n_params * sizeof(floating))
     if act == NULL or delta == NULL or dx == NULL or grad == NULL:
         _free_all(act, delta, dx, grad)
         raise MemoryError()

@@ -65,3 +65,12 @@ cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil
 cdef class NetLayout:
     cdef Layout c
     cdef readonly object sizes, w_offsets, b_offsets, activations, dropout
+    # The O(1) checks of the def entry points that take raw buffers (they are
+    # reachable from Python, so a wrong buffer is a ValueError, not a crash):
+    # parameter count, rows >= 1 and input width; labels (n, in [0, k)) for
+    # softmax, else targets (n, k); weights (n) or (0).
+    cdef int check_call(self, Py_ssize_t n_params, Py_ssize_t rows,
+                        Py_ssize_t features) except -1
+    cdef int check_data(self, Py_ssize_t n, const int32_t[::1] labels,
+                        Py_ssize_t target_rows, Py_ssize_t target_cols,
+                        Py_ssize_t n_weights) except -1

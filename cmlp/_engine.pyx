@@ -27,8 +27,10 @@ Design
   outputs: with finite inputs and parameters (the Network guarantees both)
   a NaN/inf output means the dtype overflowed, which the caller must hear
   about rather than get a confident wrong class.
-* Python validates (cmlp/network.py), Cython computes: nothing here checks
-  shapes, dtypes or values.
+* Python validates (cmlp/network.py), Cython computes: nothing under nogil
+  checks shapes, dtypes or values. The def entry points, reachable from
+  Python, check in O(1) (labels: O(n)) that their buffers fit the layout,
+  so a wrong call is a ValueError rather than a crash.
 """
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, uint32_t, uint64_t
@@ -36,6 +38,8 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from cmlp._kernels import ACTIVATION_CODES, OUTPUT_CODES
 
 from cmlp._kernels cimport (
     ACT_GELU, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
@@ -64,6 +68,32 @@ cdef enum:
 cdef double SIGNAL_INTERVAL = 0.05
 
 
+cdef int _require(bint ok, str what) except -1:
+    if not ok:
+        raise ValueError(f"engine call with buffers that do not fit: {what}")
+    return 0
+
+
+def _check_layout(const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] w_offsets,
+                  const Py_ssize_t[::1] b_offsets, const int32_t[::1] activations,
+                  const double[::1] dropout, int output, Py_ssize_t n_params):
+    # A layout whose offsets or sizes lie would send every kernel out of
+    # bounds: they must be exactly what cmlp._layout.offsets computes.
+    cdef Py_ssize_t l, L = sizes.shape[0] - 1, offset = 0
+    _require(L >= 1 and w_offsets.shape[0] == L and b_offsets.shape[0] == L
+             and activations.shape[0] == L and dropout.shape[0] == L, "layout lengths")
+    for l in range(L):
+        _require(1 <= sizes[l] < 2**31 and 1 <= sizes[l + 1] < 2**31, "layer sizes")
+        _require(w_offsets[l] == offset, "weight offsets")
+        offset += sizes[l] * sizes[l + 1]
+        _require(b_offsets[l] == offset, "bias offsets")
+        offset += sizes[l + 1]
+        _require(activations[l] in ACTIVATION_CODES.values(), "activation codes")
+        _require(0 <= dropout[l] < 1, "dropout rates")
+    _require(offset == n_params, "parameter count")
+    _require(output in OUTPUT_CODES.values(), "output code")
+
+
 cdef class NetLayout:
     """Owns the index arrays of a network's layout and the C struct over them.
 
@@ -73,6 +103,7 @@ cdef class NetLayout:
     def __init__(self, const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] w_offsets,
                  const Py_ssize_t[::1] b_offsets, const int32_t[::1] activations,
                  const double[::1] dropout, int output, Py_ssize_t n_params):
+        _check_layout(sizes, w_offsets, b_offsets, activations, dropout, output, n_params)
         self.sizes, self.w_offsets = sizes, w_offsets
         self.b_offsets, self.activations, self.dropout = b_offsets, activations, dropout
         cdef Py_ssize_t l
@@ -90,6 +121,26 @@ cdef class NetLayout:
             self.c.act_width += sizes[l]
             self.c.max_width = max(self.c.max_width, sizes[l])
         self.c.hidden_width = self.c.act_width - sizes[sizes.shape[0] - 1]
+
+    cdef int check_call(self, Py_ssize_t n_params, Py_ssize_t rows,
+                        Py_ssize_t features) except -1:
+        _require(n_params == self.c.n_params, "the parameter buffer does not fit the layout")
+        _require(rows >= 1, "no rows")
+        _require(features == self.c.sizes[0], "the input width does not fit the layout")
+        return 0
+
+    cdef int check_data(self, Py_ssize_t n, const int32_t[::1] labels,
+                        Py_ssize_t target_rows, Py_ssize_t target_cols,
+                        Py_ssize_t n_weights) except -1:
+        cdef Py_ssize_t i, k = self.c.sizes[self.c.n_layers]
+        if self.c.output == OUT_SOFTMAX:
+            _require(labels.shape[0] == n, "a softmax network needs one label per row")
+            for i in range(n):
+                _require(0 <= labels[i] < k, "labels out of range")
+        else:
+            _require(target_rows == n and target_cols == k, "targets must be (n, k)")
+        _require(n_weights == 0 or n_weights == n, "weights must be (n,) or empty")
+        return 0
 
     @property
     def work_per_row(self):
@@ -307,7 +358,11 @@ def forward(const floating[::1] params, NetLayout layout,
     """
     cdef Py_ssize_t n = X.shape[0], chunk = min(n, CHUNK)
     cdef int finite
-    cdef floating* work = <floating*> _scratch(&layout.c, chunk, sizeof(floating))
+    cdef floating* work
+    layout.check_call(params.shape[0], n, X.shape[1])
+    _require(out.shape[0] == n and out.shape[1] == layout.c.sizes[layout.c.n_layers],
+             "out must be (n, k)")
+    work = <floating*> _scratch(&layout.c, chunk, sizeof(floating))
     if work == NULL:
         raise MemoryError()
     try:
@@ -348,7 +403,10 @@ def evaluate(const floating[::1] params, NetLayout layout,
     cdef const floating* w = _weights_ptr(weights)
     cdef floating* raw
     cdef double loss = 0, last_check = monotonic_seconds()
-    cdef floating* work = <floating*> _scratch(&layout.c, chunk, sizeof(floating))
+    cdef floating* work
+    layout.check_call(params.shape[0], n, X.shape[1])
+    layout.check_data(n, labels, targets.shape[0], targets.shape[1], weights.shape[0])
+    work = <floating*> _scratch(&layout.c, chunk, sizeof(floating))
     if work == NULL:
         raise MemoryError()
     try:
@@ -388,6 +446,11 @@ def loss_and_gradients(const floating[::1] params, floating[::1] grads,
     cdef const floating* tgt = _targets_ptr(targets)
     cdef const floating* w = _weights_ptr(weights)
     cdef double loss
+    layout.check_call(params.shape[0], m, X.shape[1])
+    layout.check_data(m, labels, targets.shape[0], targets.shape[1], weights.shape[0])
+    _require(grads.shape[0] == params.shape[0], "grads must be like params")
+    _require(work.shape[0] >= m and work.shape[1] == _work_per_row(&layout.c),
+             "work must be (m, work_per_row)")
     with nogil:
         forward_pass(&work[0, 0], &params[0], &layout.c, &X[0, 0], m, train, dropout_key, step)
         # With a gradient buffer, backward_pass only reads params.

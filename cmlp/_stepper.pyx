@@ -29,7 +29,8 @@ Design
 * A non-finite loss stops the run before that batch's update; it is raised
   as ValueError after the GIL is taken back.
 * Python validates (cmlp.training, cmlp.network), Cython computes: nothing
-  here checks shapes, dtypes or values.
+  under nogil checks shapes, dtypes or values; the constructor and `run`
+  check that the buffers fit (cheaply), since they are reachable from Python.
 """
 from cython cimport floating
 from libc.math cimport isfinite
@@ -56,6 +57,17 @@ cdef class BatchStepper:
     def __init__(self, NetLayout layout, parameters, gradients, X, labels, targets, weights,
                  Py_ssize_t batch_size):
         dtype = parameters.dtype
+        # O(1) checks (labels O(n)): reachable from Python, so a buffer that
+        # does not fit is a ValueError here, never an out-of-bounds access.
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if not (gradients.dtype == X.dtype == targets.dtype == weights.dtype == dtype
+                and gradients.shape == parameters.shape and X.ndim == 2):
+            raise ValueError("parameters, gradients, X, targets and weights must share one "
+                             "dtype, with gradients shaped like parameters")
+        layout.check_call(parameters.shape[0], X.shape[0], X.shape[1])
+        layout.check_data(X.shape[0], labels, targets.shape[0], targets.shape[1],
+                          weights.shape[0])
         self.layout = layout
         self.parameters, self.gradients = parameters, gradients
         self.X, self.labels, self.targets, self.weights = X, labels, targets, weights
@@ -97,6 +109,13 @@ cdef class BatchStepper:
         """
         self.loss_sum = 0
         self.n_correct = self.rows_done = 0
+        if order.shape[0] and not (0 <= np.min(order) and np.max(order) < self.X.shape[0]):
+            raise ValueError("order holds rows outside the data")
+        n_state = {OPT_SGD: 0, OPT_MOMENTUM: 1, OPT_NESTEROV: 1, OPT_ADAM: 2}.get(self.optimizer)
+        if n_state is None or any(
+                state.shape[0] != self.parameters.shape[0]
+                for state in (self.state1, self.state2)[:n_state]):
+            raise ValueError("the optimizer kind and its state buffers do not fit")
         if self.parameters.dtype == np.float32:
             _run[float](self, self.parameters, self.gradients, self.X, self.targets,
                         self.weights, self.work, self.batch_X, self.batch_targets,

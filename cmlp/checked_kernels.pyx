@@ -15,6 +15,7 @@ from cython cimport floating
 
 from cmlp cimport _kernels as K
 from cmlp cimport _optim as O
+from cmlp._kernels import ACTIVATION_CODES
 from cmlp._validation import as_labels, as_sample_weight, check_number
 
 __all__ = [
@@ -44,6 +45,13 @@ def _matrix(a, name):
         raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
 
 
+def _fit(bint ok):
+    # The underscore wrappers are reachable from Python too: each checks, in
+    # O(1), that its buffers fit each other before handing C their pointers.
+    if not ok:
+        raise ValueError("the buffers' shapes do not fit each other (or one is empty)")
+
+
 def _labels(labels, m, k):
     return as_labels(labels, m, k, "labels")
 
@@ -64,6 +72,9 @@ def linear_forward(a_prev, W, b):
 
 def _linear_forward(floating[:, ::1] z, const floating[:, ::1] a_prev,
                     const floating[:, ::1] W, const floating[::1] b):
+    _fit(min(a_prev.shape[0], W.shape[0], W.shape[1]) > 0
+         and a_prev.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]
+         and z.shape[0] == a_prev.shape[0] and z.shape[1] == W.shape[1])
     with nogil:
         K.linear_forward(&z[0, 0], &a_prev[0, 0], &W[0, 0], &b[0],
                          a_prev.shape[0], W.shape[0], W.shape[1])
@@ -87,6 +98,10 @@ def linear_backward(dz, a_prev, W):
 def _linear_backward(floating[:, ::1] da_prev, floating[:, ::1] dW,
                      floating[::1] db, const floating[:, ::1] dz,
                      const floating[:, ::1] a_prev, const floating[:, ::1] W):
+    _fit(min(a_prev.shape[0], W.shape[0], W.shape[1]) > 0
+         and a_prev.shape[1] == W.shape[0] and (dz.shape[0], dz.shape[1]) == (a_prev.shape[0], W.shape[1])
+         and (da_prev.shape[0], da_prev.shape[1]) == (a_prev.shape[0], a_prev.shape[1])
+         and (dW.shape[0], dW.shape[1]) == (W.shape[0], W.shape[1]) and db.shape[0] == W.shape[1])
     with nogil:
         K.linear_backward(&da_prev[0, 0], &dW[0, 0], &db[0], &dz[0, 0],
                           &a_prev[0, 0], &W[0, 0], a_prev.shape[0],
@@ -112,6 +127,9 @@ def linear_backward_sgd(dz, a_prev, W, b, lr):
 def _linear_backward_sgd(floating[:, ::1] da_prev, floating[:, ::1] W,
                          floating[::1] b, const floating[:, ::1] dz,
                          const floating[:, ::1] a_prev, double lr):
+    _fit(min(a_prev.shape[0], W.shape[0], W.shape[1]) > 0
+         and a_prev.shape[1] == W.shape[0] and (dz.shape[0], dz.shape[1]) == (a_prev.shape[0], W.shape[1])
+         and (da_prev.shape[0], da_prev.shape[1]) == (a_prev.shape[0], a_prev.shape[1]) and b.shape[0] == W.shape[1])
     with nogil:
         K.linear_backward_sgd(&da_prev[0, 0], &W[0, 0], &b[0], &dz[0, 0],
                               &a_prev[0, 0], <floating> lr, a_prev.shape[0],
@@ -129,6 +147,7 @@ def _unary(int which, z):
 
 
 def _activation_forward(int which, floating[::1] a, const floating[::1] z):
+    _fit(a.shape[0] == z.shape[0] > 0 and which in ACTIVATION_CODES.values())
     with nogil:
         K.activation_forward(which, &a[0], &z[0], z.shape[0])
 
@@ -145,6 +164,7 @@ def _binary(int which, a, da):
 
 def _activation_backward(int which, floating[::1] dz, const floating[::1] a,
                          const floating[::1] da):
+    _fit(dz.shape[0] == a.shape[0] == da.shape[0] > 0 and which in ACTIVATION_CODES.values())
     with nogil:
         K.activation_backward(which, &dz[0], &a[0], &da[0], a.shape[0])
 
@@ -227,6 +247,8 @@ def dropout_forward(a, rate, seed):
 
 def _dropout_forward(floating[::1] out, floating[::1] mask, const floating[::1] a,
                      double rate, uint64_t seed):
+    _fit(out.shape[0] == mask.shape[0] == a.shape[0] > 0)
+    _rate(rate)
     with nogil:
         K.dropout_forward(&out[0], &mask[0], &a[0], rate, seed, a.shape[0])
 
@@ -243,6 +265,7 @@ def dropout_backward(mask, dout):
 
 
 def _dropout_backward(floating[::1] da, const floating[::1] mask, const floating[::1] dout):
+    _fit(da.shape[0] == mask.shape[0] == dout.shape[0] > 0)
     with nogil:
         K.dropout_backward(&da[0], &mask[0], &dout[0], da.shape[0])
 
@@ -259,6 +282,7 @@ def softmax_forward(z):
 
 
 def _softmax_forward(floating[:, ::1] p, const floating[:, ::1] z):
+    _fit(min(z.shape[0], z.shape[1]) > 0 and (p.shape[0], p.shape[1]) == (z.shape[0], z.shape[1]))
     with nogil:
         K.softmax_forward(&p[0, 0], &z[0, 0], z.shape[0], z.shape[1])
 
@@ -286,6 +310,9 @@ def _softmax_xent_loss(const floating[:, ::1] z, const int32_t[::1] labels,
                        const floating[::1] w):
     cdef Py_ssize_t correct
     cdef double loss
+    _fit(min(z.shape[0], z.shape[1]) > 0 and labels.shape[0] == z.shape[0]
+         and w.shape[0] in (0, z.shape[0]))
+    _labels(labels, z.shape[0], z.shape[1])
     with nogil:
         loss = K.softmax_xent_loss(&z[0, 0], &labels[0], _wptr(w), z.shape[0],
                                    z.shape[1], &correct)
@@ -307,6 +334,9 @@ def _softmax_xent_backward(floating[:, ::1] dz, const floating[:, ::1] z,
                            const int32_t[::1] labels, const floating[::1] w):
     cdef Py_ssize_t correct
     cdef double loss
+    _fit(min(z.shape[0], z.shape[1]) > 0 and labels.shape[0] == z.shape[0]
+         and (dz.shape[0], dz.shape[1]) == (z.shape[0], z.shape[1]) and w.shape[0] in (0, z.shape[0]))
+    _labels(labels, z.shape[0], z.shape[1])
     with nogil:
         loss = K.softmax_xent_backward(&dz[0, 0], &z[0, 0], &labels[0], _wptr(w),
                                        z.shape[0], z.shape[1], &correct)
@@ -329,6 +359,8 @@ def mse_loss(yhat, y, sample_weight=None):
 
 def _mse_loss(const floating[:, ::1] yhat, const floating[:, ::1] y, const floating[::1] w):
     cdef double loss
+    _fit(min(y.shape[0], y.shape[1]) > 0 and (yhat.shape[0], yhat.shape[1]) == (y.shape[0], y.shape[1])
+         and w.shape[0] in (0, y.shape[0]))
     with nogil:
         loss = K.mse_loss(&yhat[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1])
     return loss
@@ -344,6 +376,8 @@ def mse_backward(yhat, y, sample_weight=None):
 def _mse_backward(floating[:, ::1] dz, const floating[:, ::1] yhat,
                   const floating[:, ::1] y, const floating[::1] w):
     cdef double loss
+    _fit(min(y.shape[0], y.shape[1]) > 0 and (yhat.shape[0], yhat.shape[1]) == (y.shape[0], y.shape[1])
+         and (dz.shape[0], dz.shape[1]) == (y.shape[0], y.shape[1]) and w.shape[0] in (0, y.shape[0]))
     with nogil:
         loss = K.mse_backward(&dz[0, 0], &yhat[0, 0], &y[0, 0], _wptr(w), y.shape[0],
                               y.shape[1])
@@ -361,6 +395,8 @@ def _sigmoid_bce_loss(const floating[:, ::1] z, const floating[:, ::1] y,
                       const floating[::1] w):
     cdef Py_ssize_t correct
     cdef double loss
+    _fit(min(y.shape[0], y.shape[1]) > 0 and (z.shape[0], z.shape[1]) == (y.shape[0], y.shape[1])
+         and w.shape[0] in (0, y.shape[0]))
     with nogil:
         loss = K.sigmoid_bce_loss(&z[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1],
                                   &correct)
@@ -379,6 +415,8 @@ def _sigmoid_bce_backward(floating[:, ::1] dz, const floating[:, ::1] z,
                           const floating[:, ::1] y, const floating[::1] w):
     cdef Py_ssize_t correct
     cdef double loss
+    _fit(min(y.shape[0], y.shape[1]) > 0 and (z.shape[0], z.shape[1]) == (y.shape[0], y.shape[1])
+         and (dz.shape[0], dz.shape[1]) == (y.shape[0], y.shape[1]) and w.shape[0] in (0, y.shape[0]))
     with nogil:
         loss = K.sigmoid_bce_backward(&dz[0, 0], &z[0, 0], &y[0, 0], _wptr(w), y.shape[0],
                                       y.shape[1], &correct)
@@ -399,6 +437,7 @@ def sgd_update(params, grads, lr):
 
 
 def _sgd_update(floating[::1] params, const floating[::1] grads, double lr):
+    _fit(params.shape[0] == grads.shape[0] > 0)
     with nogil:
         O.sgd_update(&params[0], &grads[0], <floating> lr, params.shape[0])
 
@@ -420,6 +459,7 @@ def l2_grad(grads, params, weight_decay):
 
 
 def _l2_grad(floating[::1] grads, const floating[::1] params, double weight_decay):
+    _fit(params.shape[0] == grads.shape[0] > 0)
     with nogil:
         O.l2_grad(&grads[0], &params[0], <floating> weight_decay, grads.shape[0])
 
@@ -436,6 +476,7 @@ def momentum_update(params, velocity, grads, lr, momentum, nesterov):
 def _momentum_update(floating[::1] params, floating[::1] velocity,
                      const floating[::1] grads, double lr, double momentum,
                      bint nesterov):
+    _fit(params.shape[0] == velocity.shape[0] == grads.shape[0] > 0)
     with nogil:
         O.momentum_update(&params[0], &velocity[0], &grads[0], <floating> lr,
                           <floating> momentum, nesterov, params.shape[0])
@@ -456,6 +497,7 @@ def adam_update(params, m, v, grads, lr, beta1, beta2, eps, t):
 def _adam_update(floating[::1] params, floating[::1] m, floating[::1] v,
                  const floating[::1] grads, double lr, double beta1, double beta2,
                  double eps, long long t):
+    _fit(params.shape[0] == m.shape[0] == v.shape[0] == grads.shape[0] > 0 and t >= 1)
     with nogil:
         O.adam_update(&params[0], &m[0], &v[0], &grads[0], <floating> lr,
                       <floating> beta1, <floating> beta2, <floating> eps, t,

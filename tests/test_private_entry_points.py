@@ -1,0 +1,126 @@
+"""Issue 10, item 9: the underscore wrappers of cmlp.checked_kernels and the
+engine's def entry points (cmlp._engine, cmlp._stepper, cmlp._bench_floor)
+are private, but tests and benchmarks call them and they are reachable from
+Python: buffers that do not fit are a ValueError, never a segfault or a
+loop that cannot be interrupted."""
+import numpy as np
+import pytest
+
+import cmlp.checked_kernels as ck
+from cmlp import Network, _bench_floor, _engine
+from cmlp._stepper import BatchStepper
+
+F = np.float32
+
+
+def z(*shape, dtype=F):
+    return np.zeros(shape, dtype=dtype)
+
+
+NET = Network([4, 8, 3], seed=0)
+P, L = NET._parameters, NET._layout
+WORK = L.work_per_row
+I = np.int32
+
+
+def stepper(batch=4, rows=10):
+    return BatchStepper(L, P.copy(), z(P.size), z(rows, 4), np.zeros(rows, I), z(0, 3), z(0), batch)
+
+
+def adam_without_state():
+    s = stepper()
+    s.optimizer = 3
+    s.run(np.arange(10, dtype=np.intp), 0.1)
+
+
+ENGINE_CALLS = {
+    "forward, short parameters": lambda: _engine.forward[float](P[:5], L, z(2, 4), z(2, 3)),
+    "forward, wrong input width": lambda: _engine.forward[float](P, L, z(2, 7), z(2, 3)),
+    "forward, short out": lambda: _engine.forward[float](P, L, z(200, 4), z(2, 3)),
+    "forward, no rows": lambda: _engine.forward[float](P, L, z(0, 4), z(0, 3)),
+    "evaluate, label out of range": lambda: _engine.evaluate(
+        P, L, z(2, 4), np.array([0, 9], I), z(0, 3), z(0)),
+    "evaluate, too few labels": lambda: _engine.evaluate(
+        P, L, z(5, 4), np.array([0, 1], I), z(0, 3), z(0)),
+    "evaluate, wrong weights": lambda: _engine.evaluate(
+        P, L, z(2, 4), np.zeros(2, I), z(0, 3), z(7)),
+    "loss_and_gradients, short workspace (used to hang)": lambda: _engine.loss_and_gradients(
+        P, z(P.size), L, z(500, 4), np.zeros(500, I), z(0, 3), z(0), z(1, WORK)),
+    "loss_and_gradients, short gradient buffer": lambda: _engine.loss_and_gradients(
+        P, z(3), L, z(5, 4), np.zeros(5, I), z(0, 3), z(0), z(5, WORK)),
+    "gemm_floor_epoch, batch 0 (used to hang)": lambda: _bench_floor.gemm_floor_epoch(
+        P.copy(), L, z(10, 4), 0),
+    "gemm_floor_epoch, wrong width": lambda: _bench_floor.gemm_floor_epoch(
+        P.copy(), L, z(10, 5), 2),
+    "NetLayout with offsets that lie": lambda: _engine.NetLayout(
+        np.array([4, 8, 3], np.intp), np.array([0, 40], np.intp), np.array([32, 43], np.intp),
+        np.array([1, 0], I), np.zeros(2), 0, 59),
+    "NetLayout with an unknown activation": lambda: _engine.NetLayout(
+        np.array([4, 8, 3], np.intp), np.array([0, 40], np.intp), np.array([32, 64], np.intp),
+        np.array([77, 0], I), np.zeros(2), 0, 67),
+    "BatchStepper, batch 0": lambda: stepper(batch=0),
+    "BatchStepper, rows outside the data": lambda: stepper().run(
+        np.array([0, 99], np.intp), 0.1),
+    "BatchStepper, Adam without its state": adam_without_state,
+}
+
+
+@pytest.mark.parametrize("call", ENGINE_CALLS.values(), ids=ENGINE_CALLS.keys())
+def test_engine_entry_points_refuse_buffers_that_do_not_fit(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+KERNEL_CALLS = {
+    "_linear_forward": lambda: ck._linear_forward(z(2, 3), z(5, 4), z(4, 3), z(3)),
+    "_linear_forward, short bias": lambda: ck._linear_forward(z(5, 3), z(5, 4), z(4, 3), z(2)),
+    "_linear_backward": lambda: ck._linear_backward(z(5, 4), z(4, 3), z(3), z(9, 3), z(5, 4),
+                                                    z(4, 3)),
+    "_linear_backward_sgd": lambda: ck._linear_backward_sgd(z(5, 4), z(4, 3), z(3), z(5, 3),
+                                                            z(5, 9), 0.1),
+    "_activation_forward, unknown code": lambda: ck._activation_forward(99, z(3), z(3)),
+    "_activation_forward, short output": lambda: ck._activation_forward(1, z(3), z(300)),
+    "_activation_backward": lambda: ck._activation_backward(1, z(3), z(300), z(3)),
+    "_dropout_forward, rate": lambda: ck._dropout_forward(z(3), z(3), z(3), 1.5, 1),
+    "_dropout_forward, short mask": lambda: ck._dropout_forward(z(3), z(1), z(3), 0.5, 1),
+    "_dropout_backward": lambda: ck._dropout_backward(z(3), z(1), z(3)),
+    "_softmax_forward": lambda: ck._softmax_forward(z(1, 3), z(4, 3)),
+    "_softmax_xent_loss, label out of range": lambda: ck._softmax_xent_loss(
+        z(3, 2), np.array([0, 5, 1], I), z(0)),
+    "_softmax_xent_backward, short labels": lambda: ck._softmax_xent_backward(
+        z(3, 2), z(3, 2), np.array([0], I), z(0)),
+    "_mse_loss": lambda: ck._mse_loss(z(3, 2), z(30, 2), z(0)),
+    "_mse_backward": lambda: ck._mse_backward(z(3, 2), z(3, 2), z(3, 2), z(8)),
+    "_sigmoid_bce_loss": lambda: ck._sigmoid_bce_loss(z(3, 2), z(3, 5), z(0)),
+    "_sigmoid_bce_backward": lambda: ck._sigmoid_bce_backward(z(1, 2), z(3, 2), z(3, 2), z(0)),
+    "_sgd_update": lambda: ck._sgd_update(z(3), z(300), 0.1),
+    "_l2_grad": lambda: ck._l2_grad(z(300), z(3), 0.1),
+    "_momentum_update": lambda: ck._momentum_update(z(3), z(1), z(3), 0.1, 0.9, False),
+    "_adam_update": lambda: ck._adam_update(z(3), z(3), z(3), z(2), 1.0, 0.9, 0.9, 1e-8, 1),
+    "_adam_update, step 0": lambda: ck._adam_update(z(3), z(3), z(3), z(3), 1.0, 0.9, 0.9,
+                                                    1e-8, 0),
+}
+
+
+@pytest.mark.parametrize("call", KERNEL_CALLS.values(), ids=KERNEL_CALLS.keys())
+def test_kernel_wrappers_refuse_buffers_that_do_not_fit(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_every_underscore_wrapper_is_covered():
+    wrappers = {name for name in dir(ck) if name.startswith("_") and not name.startswith("__")
+                and callable(getattr(ck, name)) and name[1:] in ck.__all__}
+    covered = {name.split(",")[0] for name in KERNEL_CALLS}
+    assert wrappers <= covered, wrappers - covered
+
+
+def test_fitting_buffers_still_work():
+    a = np.random.default_rng(0).standard_normal((5, 4)).astype(F)
+    W, b = np.ones((4, 3), F), np.arange(3, dtype=F)
+    out = z(5, 3)
+    ck._linear_forward(out, a, W, b)
+    np.testing.assert_allclose(out, a @ W + b, rtol=1e-6)
+    probabilities = z(5, 3)
+    _engine.forward[float](P, L, a, probabilities)
+    np.testing.assert_allclose(probabilities, NET.predict_proba(a))
