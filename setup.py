@@ -2,7 +2,10 @@
 
 Set CMLP_DEBUG=1 to build with bounds/wraparound checks on and without
 optimisation (for chasing memory errors); the default build is -O3 with the
-checks off. No -ffast-math: the kernels must agree with the NumPy reference
+checks off. CMLP_SANITIZE=1 builds the release code (checks off) with
+AddressSanitizer + UndefinedBehaviorSanitizer, every report fatal; run it with
+LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0
+(CPython itself is not instrumented); .ci/run does. No -ffast-math: the kernels must agree with the NumPy reference
 (-fno-math-errno changes no result, only whether libm sets errno).
 """
 import os
@@ -23,6 +26,11 @@ DIRECTIVES = {
 # -fno-math-errno lets sqrt compile to a vector instruction (libm must
 # otherwise set errno on a negative input); results are bit-identical.
 COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+LINK_ARGS = []
+if os.environ.get("CMLP_SANITIZE", "") not in ("", "0"):
+    SANITIZERS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    COMPILE_ARGS = ["-O1", "-g", "-fno-omit-frame-pointer", *SANITIZERS]
+    LINK_ARGS = SANITIZERS
 
 MODULES = ["_blas", "_kernels", "_optim", "_engine", "_stepper", "checked_kernels",
            "_bench_floor"]
@@ -32,6 +40,7 @@ extensions = [
         f"cmlp.{name}",
         [f"cmlp/{name}.pyx"],
         extra_compile_args=COMPILE_ARGS,
+        extra_link_args=LINK_ARGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in MODULES

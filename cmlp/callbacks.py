@@ -96,15 +96,19 @@ class Checkpoint(Callback):
     def __init__(self, path, metadata: dict | None = None):
         self.path = path
         self.metadata = metadata or {}
+        self.written = False         # whether this run has written the file yet
 
-    def on_epoch_end(self, run, record):
+    def _write(self, run):
         from cmlp.persistence import write_checkpoint
         write_checkpoint(run, self.path, self.metadata)
+        self.written = True
+
+    def on_epoch_end(self, run, record):
+        self._write(run)
         return False
 
     def on_interrupt(self, run):
-        from cmlp.persistence import write_checkpoint
-        write_checkpoint(run, self.path, self.metadata)
+        self._write(run)
 
 
 class ProgressBar(Callback):

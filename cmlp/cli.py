@@ -227,8 +227,9 @@ def train(args, explicit=()):
     held_out = "val" if args.early_stopping else "test"
     callbacks = [] if args.early_stopping else [TestSetMetrics(scale(X_test), y_test)]
     cli = {**{name: getattr(args, name) for name in RUN_OPTIONS}, "data": args.data}
-    if args.checkpoint:
-        callbacks.append(Checkpoint(args.checkpoint, {"cli": cli}))
+    checkpoint = Checkpoint(args.checkpoint, {"cli": cli}) if args.checkpoint else None
+    if checkpoint is not None:
+        callbacks.append(checkpoint)
     callbacks.append(Report(held_out, args.epochs))
     if fit_kwargs is None:
         fit_kwargs = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -245,9 +246,12 @@ def train(args, explicit=()):
         history = net.fit(scale(X_train), y_train, verbose=0, progress=args.progress,
                           callbacks=callbacks, **fit_kwargs)
     except KeyboardInterrupt:
-        if args.checkpoint:
+        if checkpoint is not None and checkpoint.written:
             print(f"cmlp: interrupted; {args.checkpoint} holds every finished batch: continue "
                   f"with 'cmlp train --resume {args.checkpoint}'", file=sys.stderr)
+        elif checkpoint is not None:
+            print("cmlp: interrupted before training began; no checkpoint written",
+                  file=sys.stderr)
         raise
     if args.early_stopping and history.best_epoch is not None:
         print(f"kept the weights of epoch {history.best_epoch} (best {held_out} loss)")

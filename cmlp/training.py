@@ -165,13 +165,13 @@ class TrainingRun:
         with the network at the end of the last completed batch."""
         for callback in self.callbacks:
             callback.on_train_begin(self)
-        X, labels, targets, weights = self.data
-        head = min(self.n_rows, REFERENCE_ROWS)
-        self.reference_loss = self.network._evaluate(
-            X[:head], labels[:head], targets[:head],
-            weights[:head] if weights is not None else None)["loss"]
         stopped = self.early_stopping is not None and self.early_stopping.stopped
         try:
+            X, labels, targets, weights = self.data
+            head = min(self.n_rows, REFERENCE_ROWS)
+            self.reference_loss = self.network._evaluate(
+                X[:head], labels[:head], targets[:head],
+                weights[:head] if weights is not None else None)["loss"]
             while not stopped and self.completed_epochs < self.epochs:
                 self.epoch = self.completed_epochs + 1
                 record = self._epoch()
