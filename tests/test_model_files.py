@@ -38,6 +38,24 @@ def write_fields(path, fields):
     return path
 
 
+def add_members(archive, fields, replaced=None):
+    """Write fields into an open ZipFile as np.savez does; `replaced` maps a
+    key to the raw bytes to store instead."""
+    for key, value in fields.items():
+        member = io.BytesIO()
+        np.save(member, value)
+        archive.writestr(key + ".npy", (replaced or {}).get(key, member.getvalue()))
+
+
+def load_in_child(path, what):
+    """Load `path` in a fresh process; print and return (outcome, peak RSS
+    growth over importing cmlp in MB)."""
+    outcome, growth, peak = peak_rss_mb_of_load(path)
+    print(f"{what} ({path.stat().st_size} B): {outcome}, peak RSS {peak:.1f} MB "
+          f"(+{growth:.1f} MB over importing cmlp)")
+    return outcome, growth
+
+
 def peak_rss_mb_of_load(path):
     """Load `path` in a fresh process: (outcome, peak RSS growth over the
     import in MB, peak RSS of the process in MB)."""
@@ -70,9 +88,7 @@ def test_declared_sizes_are_checked_before_the_network_is_built(tmp_path, traine
                                              rf"network \[{sizes[0]}"):
             Network.load(path)
         assert time.perf_counter() - start < 1.0
-    outcome, growth, peak = peak_rss_mb_of_load(path)
-    print(f"crafted {path.stat().st_size} B file declaring {sizes}: {outcome}, "
-          f"peak RSS {peak:.1f} MB (+{growth:.1f} MB over importing cmlp)")
+    outcome, growth = load_in_child(path, f"crafted file declaring {sizes}")
     assert outcome == "ValueError" and growth < 20
 
 
@@ -83,12 +99,7 @@ def test_a_header_cannot_declare_more_than_the_member_stores(tmp_path, trained_f
         buffer, {"descr": "<f4", "fortran_order": False, "shape": (10**9,)})
     path = tmp_path / "liar.npz"
     with zipfile.ZipFile(path, "w") as archive:
-        for key, value in fields.items():
-            member = io.BytesIO()
-            np.save(member, value)
-            archive.writestr(key + ".npy",
-                             buffer.getvalue() + b"\0" * 64 if key == "parameters"
-                             else member.getvalue())
+        add_members(archive, fields, {"parameters": buffer.getvalue() + b"\0" * 64})
     with pytest.raises(ValueError, match=r"declares \(1000000000,\) float32 .* but 64 bytes"):
         Network.load(path)
 
@@ -97,19 +108,14 @@ def test_unknown_members_are_never_read(tmp_path, trained_file):
     # A 1 MB file with a 1 GiB member used to load at 1.08 GB RSS.
     path = tmp_path / "junk.npz"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for key, value in fields_of(trained_file).items():
-            member = io.BytesIO()
-            np.save(member, value)
-            archive.writestr(key + ".npy", member.getvalue())
+        add_members(archive, fields_of(trained_file))
         with archive.open("junk.npy", "w", force_zip64=True) as junk:
             np.lib.format.write_array_header_1_0(
                 junk, {"descr": "<f4", "fortran_order": False, "shape": (2**28,)})
             zeros = bytes(1 << 22)
             for _ in range(2**30 // len(zeros)):
                 junk.write(zeros)
-    outcome, growth, peak = peak_rss_mb_of_load(path)
-    print(f"{path.stat().st_size} B file with a 1 GiB unknown member: {outcome}, "
-          f"peak RSS {peak:.1f} MB (+{growth:.1f} MB over importing cmlp)")
+    outcome, growth = load_in_child(path, "file with a 1 GiB unknown member")
     assert outcome == "accepted" and growth < 50
 
 
@@ -117,10 +123,7 @@ def test_member_count_and_data_size_are_capped(tmp_path, trained_file):
     fields = fields_of(trained_file)
     many = tmp_path / "many.npz"
     with zipfile.ZipFile(many, "w") as archive:
-        for key, value in fields.items():
-            member = io.BytesIO()
-            np.save(member, value)
-            archive.writestr(key + ".npy", member.getvalue())
+        add_members(archive, fields)
         for i in range(100_000):
             archive.writestr(f"x{i}", b"")
     start = time.perf_counter()
