@@ -14,7 +14,7 @@ import pytest
 
 from cmlp import Network
 
-from helpers import ENV, blobs
+from helpers import ENV, TESTS_DIR, blobs
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,9 @@ def peak_rss_mb_of_load(path):
         "    print('ValueError', end=' ')\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "print((after - before) / 1024, after / 1024)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], env=ENV, capture_output=True,
-                         text=True, timeout=60, check=True).stdout.split()
+    # cwd: the tests' folder, so the source tree does not shadow the install.
+    out = subprocess.run([sys.executable, "-c", code, str(path)], env=ENV, cwd=TESTS_DIR,
+                         capture_output=True, text=True, timeout=60, check=True).stdout.split()
     return out[0], float(out[1]), float(out[2])
 
 
@@ -239,7 +240,8 @@ def test_fuzzed_model_files_are_loaded_or_refused_never_anything_else(tmp_path, 
         "counts['slowest_ms'] = slowest * 1e3\n"
         "print(json.dumps(counts))\n")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(len(cases))],
-                            env=ENV, capture_output=True, text=True, timeout=300)
+                            env=ENV, cwd=TESTS_DIR, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]          # no crash
     counts = json.loads(result.stdout)
     print(f"model-file fuzz: {len(cases)} files, {counts['rejected']} rejected, "
