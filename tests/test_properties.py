@@ -143,6 +143,8 @@ def test_forward_and_predict_answer_as_the_reference_or_refuse(net, data):
             out.flags.writeable = False
         elif out_kind == "strided":
             out = np.empty((shape[0], 2 * shape[1]), dtype=net.dtype)[:, ::2]
+            if out.flags.c_contiguous:      # one element (or one column of one row) is
+                out_kind = "good"           # contiguous whatever its strides say
         elif out_kind == "overlap" and isinstance(X, np.ndarray) and X.dtype == net.dtype \
                 and X.flags.writeable and X.flags.c_contiguous and X.size >= out.size:
             out = X.reshape(-1)[:out.size].reshape(shape)
