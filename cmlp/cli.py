@@ -137,6 +137,14 @@ def build_parser():
     plot.add_argument("model", metavar="FILE", help="a checkpoint or saved model (.npz)")
     plot.add_argument("-o", "--output", metavar="PNG", default=None,
                       help="where to write the image (default: FILE with .png)")
+    export = commands.add_parser(
+        "export", help="write a saved model as an ONNX graph",
+        description="Write a model saved by 'cmlp train --save' (or Network.save) as an "
+                    "ONNX graph computing its class probabilities (needs the onnx "
+                    "package: pip install \"cmlp[onnx]\").")
+    export.add_argument("model", metavar="MODEL", help="a saved model or checkpoint (.npz)")
+    export.add_argument("-o", "--output", metavar="ONNX", default=None,
+                        help="where to write the graph (default: MODEL with .onnx)")
     train.add_argument("--no-standardize", dest="standardize", action="store_false",
                        help="train on raw [0, 1] pixels instead of pixels standardized by "
                             "the training set's mean and std")
@@ -280,6 +288,15 @@ def plot(args):
     return 0
 
 
+def export(args):
+    net = Network.load(args.model)
+    stem = args.model[:-4] if args.model.endswith(".npz") else args.model
+    output = args.output or stem + ".onnx"
+    net.to_onnx(output)
+    print(f"exported {net} to {output}")
+    return 0
+
+
 def _parse(parser, argv):
     # Unknown options are the subcommand's mistake: point at its help.
     args, unknown = parser.parse_known_args(argv)
@@ -316,7 +333,11 @@ def given_options(argv=None):
 def main(argv=None):
     try:
         args = parse_args(argv)
-        return plot(args) if args.command == "plot" else train(args, given_options(argv))
+        if args.command == "plot":
+            return plot(args)
+        if args.command == "export":
+            return export(args)
+        return train(args, given_options(argv))
     except _UsageError as exc:
         print(exc, file=sys.stderr)
     except KeyboardInterrupt:

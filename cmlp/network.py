@@ -560,6 +560,17 @@ class Network:
         `cmlp plot` draws it)."""
         persistence.save(self, path, history)
 
+    def to_onnx(self, path) -> None:
+        """Write the network as an ONNX graph (opset 13, the network's dtype)
+        that computes what `forward` does: class probabilities for softmax
+        and sigmoid networks, raw outputs for identity ones. Input "X"
+        (batch, n_features); output "probabilities" (or "outputs"). Runs in
+        ONNX Runtime and any other ONNX engine, with no Python. Needs
+        ``pip install "cmlp[onnx]"``. `cmlp export` does this from the
+        command line."""
+        from cmlp.onnx_export import export
+        export(self, path)
+
     def __getstate__(self):
         # Pickle (copy, joblib) through the model format: no engine buffers.
         return {"model": persistence.to_bytes(self), "seed": self.seed}
