@@ -25,11 +25,15 @@ DIRECTIVES = {
 }
 # -fno-math-errno lets sqrt compile to a vector instruction (libm must
 # otherwise set errno on a negative input); results are bit-identical.
-COMPILE_ARGS = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+# -ffp-contract=off: the row kernels are compiled per ISA (_row_kernels.h);
+# no clone may fuse a multiply-add that the baseline rounds twice, so every
+# CPU computes the same bits.
+FP_ARGS = ["-fno-math-errno", "-ffp-contract=off"]
+COMPILE_ARGS = ["-O0", "-g", *FP_ARGS] if DEBUG else ["-O3", *FP_ARGS]
 LINK_ARGS = []
 if os.environ.get("CMLP_SANITIZE", "") not in ("", "0"):
     SANITIZERS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-    COMPILE_ARGS = ["-O1", "-g", "-fno-omit-frame-pointer", *SANITIZERS]
+    COMPILE_ARGS = ["-O1", "-g", "-fno-omit-frame-pointer", *FP_ARGS, *SANITIZERS]
     LINK_ARGS = SANITIZERS
 
 MODULES = ["_blas", "_kernels", "_optim", "_engine", "_stepper", "checked_kernels",
@@ -41,6 +45,7 @@ extensions = [
         [f"cmlp/{name}.pyx"],
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
+        depends=["cmlp/_row_kernels.h", "cmlp/_row_kernels_impl.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in MODULES

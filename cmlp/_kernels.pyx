@@ -12,11 +12,13 @@ Design
   loops the compiler vectorises (-O3, no -ffast-math).
 * A single row (m == 1: online SGD, one-sample predict) bypasses gemm, whose
   packing of the whole weight matrix costs ~100 us per call at 784 x 128;
-  the forward pass does so up to SMALL_BATCH rows, one row at a time.
-  The row loops skip zero inputs (most MNIST pixels, half of ReLU outputs):
-  0 * w adds exactly nothing for the finite weights cmlp keeps. A row that
-  is mostly nonzero (standardized tabular data) goes to BLAS gemv instead,
-  whose vectorised kernel beats the loop there (see DENSE_NUMERATOR).
+  the forward pass does so up to SMALL_BATCH rows, one row at a time. The
+  row kernels live in _row_kernels.h, compiled per ISA level (AVX-512,
+  AVX2, baseline) and picked by the CPU at load time, since a row's speed is
+  that of one pass over W; they skip zero inputs (most MNIST pixels, half of
+  ReLU outputs): 0 * w adds exactly nothing for the finite weights cmlp
+  keeps. On AVX-512 they beat BLAS gemv at every density (784-128-64-10
+  float32, one row: 3.8 us dense, 1.1 us at 10 % nonzero; sgemv 4.1 us).
 * `linear_backward_sgd` fuses the SGD step into the backward pass: the
   weight update is the dW gemm itself (alpha = -lr, beta = 1), so plain SGD
   never writes a gradient buffer nor makes a separate update pass.
@@ -35,19 +37,24 @@ from libc.math cimport (M_SQRT1_2, erfc, erfcf, exp, expf, fabs, log, log1p, log
 from libc.stdint cimport int32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from cmlp._blas cimport gemm, gemv
+from cmlp._blas cimport gemm
+
+cdef extern from "_row_kernels.h" nogil:
+    void cmlp_row_times_matrix_f(float* z, const float* x, const float* W, const float* b,
+                                 Py_ssize_t n_in, Py_ssize_t n_out)
+    void cmlp_row_times_matrix_d(double* z, const double* x, const double* W,
+                                 const double* b, Py_ssize_t n_in, Py_ssize_t n_out)
+    void cmlp_row_backward_sgd_f(float* da_prev, float* W, float* b, const float* dz,
+                                 const float* a_prev, float lr, Py_ssize_t n_in,
+                                 Py_ssize_t n_out)
+    void cmlp_row_backward_sgd_d(double* da_prev, double* W, double* b, const double* dz,
+                                 const double* a_prev, double lr, Py_ssize_t n_in,
+                                 Py_ssize_t n_out)
 
 cdef enum:
     # Up to this many rows, linear_forward multiplies row by row instead of
     # calling gemm (measured crossover on 784 x 128: about 8 to 16 rows).
     SMALL_BATCH = 8
-    # A row with more than DENSE_NUMERATOR / DENSE_DENOMINATOR nonzero
-    # inputs goes to BLAS gemv instead of the zero-skipping loop (measured on
-    # 784-128-64-10 float32, one row, BLAS 1 thread: the loop takes 3.7 us at
-    # 10 % nonzero, 7.1 us at 60 %, 10.3 us dense; gemv 7.2 us whatever the
-    # density).
-    DENSE_NUMERATOR = 3
-    DENSE_DENOMINATOR = 5
 
 
 cdef inline floating _exp(floating x) noexcept nogil:
@@ -90,40 +97,11 @@ cdef double INV_SQRT_2PI = 0.3989422804014327
 cdef inline void _row_times_matrix(floating* z, const floating* x,
                                    const floating* W, const floating* b,
                                    Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
-    # z (n_out) = b + sum over the nonzero x[i] of x[i] * W[i, :], four rows
-    # of W per pass over z so z is loaded and stored a quarter as often; a
-    # mostly nonzero x goes to gemv (z = W^T x + z).
-    cdef Py_ssize_t i, j, t, count = 0, nonzero = 0
-    cdef floating c[4]
-    cdef const floating* r[4]
-    memcpy(z, b, n_out * sizeof(floating))
-    for i in range(n_in):
-        nonzero += x[i] != 0
-    if nonzero * DENSE_DENOMINATOR > n_in * DENSE_NUMERATOR:
-        gemv(True, <int> n_in, <int> n_out, <floating> 1.0, W, <int> n_out, x,
-             <floating> 1.0, z)
-        return
-    for i in range(n_in):
-        if x[i] != 0:
-            c[count] = x[i]
-            r[count] = W + i * n_out
-            count += 1
-            if count == 4:
-                _add_four_rows(z, c[0], r[0], c[1], r[1], c[2], r[2], c[3], r[3], n_out)
-                count = 0
-    for t in range(count):
-        for j in range(n_out):
-            z[j] += c[t] * r[t][j]
-
-
-cdef inline void _add_four_rows(floating* z, floating c0, const floating* r0,
-                                floating c1, const floating* r1,
-                                floating c2, const floating* r2,
-                                floating c3, const floating* r3,
-                                Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t j
-    for j in range(n):
-        z[j] += c0 * r0[j] + c1 * r1[j] + c2 * r2[j] + c3 * r3[j]
+    # z (n_out) = b + x (n_in) @ W (n_in, n_out), zero inputs skipped.
+    if floating is float:
+        cmlp_row_times_matrix_f(z, x, W, b, n_in, n_out)
+    else:
+        cmlp_row_times_matrix_d(z, x, W, b, n_in, n_out)
 
 
 cdef void linear_forward(floating* z, const floating* a_prev,
@@ -165,44 +143,18 @@ cdef void linear_backward(floating* da_prev, floating* dW, floating* db,
              <int> n_in)
 
 
-cdef inline floating _dot(const floating* x, const floating* y,
-                          Py_ssize_t n) noexcept nogil:
-    # Eight partial sums in a fixed order: the compiler may not reassociate
-    # a float reduction (no -ffast-math), so this is what lets it vectorise.
-    cdef floating s[8]
-    cdef Py_ssize_t j, t, head = n - n % 8
-    for t in range(8):
-        s[t] = 0
-    j = 0
-    while j < head:
-        for t in range(8):
-            s[t] += x[j + t] * y[j + t]
-        j += 8
-    for j in range(head, n):
-        s[0] += x[j] * y[j]
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
-
-
 cdef void linear_backward_sgd(floating* da_prev, floating* W, floating* b,
                               const floating* dz, const floating* a_prev,
                               floating lr, Py_ssize_t m, Py_ssize_t n_in,
                               Py_ssize_t n_out) noexcept nogil:
     cdef Py_ssize_t i, j
-    cdef floating step
-    cdef floating* row
     if m == 1:
-        # One pass over W: each row gives its dot product with dz (old W)
-        # and is then updated while still in cache.
-        for i in range(n_in):
-            row = W + i * n_out
-            if da_prev != NULL:
-                da_prev[i] = _dot(row, dz, n_out)
-            if a_prev[i] != 0:
-                step = lr * a_prev[i]
-                for j in range(n_out):
-                    row[j] -= step * dz[j]
-        for j in range(n_out):
-            b[j] -= lr * dz[j]
+        # One pass over W, each row dotted with dz (old W) and then updated
+        # while in cache (_row_kernels.h).
+        if floating is float:
+            cmlp_row_backward_sgd_f(da_prev, W, b, dz, a_prev, lr, n_in, n_out)
+        else:
+            cmlp_row_backward_sgd_d(da_prev, W, b, dz, a_prev, lr, n_in, n_out)
         return
     # da_prev (m, n_in) = dz @ W^T, before W changes.
     if da_prev != NULL:

@@ -14,6 +14,7 @@ from cmlp import _engine, persistence
 from cmlp._layout import (
     ACTIVATIONS,
     OUTPUTS,
+    aligned_zeros,
     check_architecture,
     check_dropout,
     check_seed,
@@ -106,7 +107,7 @@ class Network:
         # the same streams, e.g. fit()'s validation_split.
         self._seed_entropy = np.random.SeedSequence(seed).entropy
         self._parameters = init_params(self.sizes, self.activations, seed, self.dtype)
-        self._gradients = np.zeros_like(self._parameters)
+        self._gradients = aligned_zeros(self._parameters.size, self.dtype)
         self._shuffle_rng = np.random.default_rng(shuffle_seed(seed))
         # Batches trained so far: the counter the dropout masks are drawn by.
         self._batches_done = 0

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 
+from cmlp._layout import aligned_zeros
 from cmlp._optim import KINDS
 from cmlp._validation import check_number
 
@@ -40,7 +41,7 @@ class Optimizer:
         """Make sure the state buffers fit a network of n_params values."""
         if len(self.state) != self.n_state or any(
                 s.shape != (n_params,) or s.dtype != dtype for s in self.state):
-            self.state = [np.zeros(n_params, dtype=dtype) for _ in range(self.n_state)]
+            self.state = [aligned_zeros(n_params, dtype) for _ in range(self.n_state)]
             self.step = 0
         return self.state
 
@@ -101,7 +102,7 @@ class Optimizer:
         present = [name for name in names if name in fields]
         if present and present != names:      # none (never trained) or all of them
             raise ValueError(f"the optimizer state needs {optimizer.n_state} buffers")
-        optimizer.state = [np.array(fields[name]) for name in present]
+        optimizer.state = [_aligned_copy(np.asarray(fields[name])) for name in present]
         for buffer in optimizer.state:
             if (shape is not None and buffer.shape != shape) or (
                     dtype is not None and buffer.dtype != dtype):
@@ -192,3 +193,13 @@ def make_optimizer(optimizer="sgd", lr=None, momentum=None, weight_decay=None):
         return SGD(lr=0.1 if lr is None else lr, momentum=momentum or 0.0, weight_decay=decay)
     return SGD(lr=0.1 if lr is None else lr, momentum=0.9 if momentum is None else momentum,
                nesterov=optimizer == "nesterov", weight_decay=decay)
+
+
+def _aligned_copy(values):
+    """A 64-byte aligned copy of a 1-D array (any other shape is returned as
+    a plain copy, for the caller's shape check to refuse)."""
+    if values.ndim != 1:
+        return np.array(values)
+    copy = aligned_zeros(values.size, values.dtype)
+    copy[:] = values
+    return copy

@@ -271,3 +271,38 @@ def test_kernel_boundary_checks():
         kernels.softmax_forward(np.ones((0, 3)))
     with pytest.raises(ValueError, match="one shape"):
         kernels.mse_loss(np.ones((2, 2)), np.ones((2, 3)))
+
+
+def _rows_in_c_order(x, W, b):
+    # The one-row forward kernel's arithmetic, operation by operation: nonzero
+    # inputs four at a time, z += ((c0*r0 + c1*r1) + c2*r2) + c3*r3, then the
+    # leftovers one by one. NumPy rounds each elementwise op as C does.
+    z = b.copy()
+    nonzero = np.flatnonzero(x)
+    full = len(nonzero) - len(nonzero) % 4
+    for g in range(0, full, 4):
+        i0, i1, i2, i3 = nonzero[g:g + 4]
+        z = z + (((x[i0] * W[i0] + x[i1] * W[i1]) + x[i2] * W[i2]) + x[i3] * W[i3])
+    for i in nonzero[full:]:
+        z = z + x[i] * W[i]
+    return z
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("density", [0.15, 1.0])
+def test_one_row_kernels_round_like_plain_c(dtype, density):
+    # _row_kernels.h is compiled per ISA (AVX-512 / AVX2 / baseline) and the
+    # CPU picks the clone. The build forbids fused multiply-adds, so whichever
+    # clone runs here must give exactly the bits of the plain C arithmetic:
+    # results do not depend on the CPU.
+    rng = np.random.default_rng(11)
+    x, W, b = rand(rng, 1, 301, dtype=dtype), rand(rng, 301, 67, dtype=dtype), rand(rng, 67, dtype=dtype)
+    x[rng.random(x.shape) > density] = 0
+    np.testing.assert_array_equal(kernels.linear_forward(x, W, b)[0], _rows_in_c_order(x[0], W, b))
+    dz = rand(rng, 1, 67, dtype=dtype)
+    lr = dtype(0.1)
+    _, W_new, b_new = kernels.linear_backward_sgd(dz, x, W, b, lr)
+    step = (lr * x[0])[:, None]
+    want_W = np.where(x[0][:, None] != 0, W - step * dz[0], W)
+    np.testing.assert_array_equal(W_new, want_W)
+    np.testing.assert_array_equal(b_new, b - lr * dz[0])

@@ -368,3 +368,19 @@ def test_training_allocates_nothing_per_batch():
     # And the whole run needs little beyond X's copy-free checks and the
     # workspaces: far less than one allocation per batch would leave behind.
     assert one_epoch < 200_000
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_parameter_buffers_are_cache_line_aligned(dtype, tmp_path):
+    # The one-row kernels read W with 64-byte vector loads; a buffer off a
+    # cache-line boundary makes every load straddle two lines.
+    net = Network([13, 7, 3], seed=0, dtype=dtype)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20, 13)), rng.integers(0, 3, 20)
+    net.fit(X, y, epochs=1, batch_size=4, optimizer="adam", verbose=0)
+    path = tmp_path / "m.npz"
+    net.save(path)
+    loaded = Network.load(path)
+    for buffer in (net._parameters, net._gradients, *net.optimizer.state, loaded._parameters):
+        assert buffer.ctypes.data % 64 == 0
+        assert buffer.dtype == dtype and buffer.flags.c_contiguous and buffer.flags.writeable
