@@ -7,8 +7,10 @@ from cmlp import checked_kernels as kernels
 from cmlp import reference
 
 DTYPES = [np.float64, np.float32]
-# m = 1..8 take the row-by-row path, larger m the gemm path.
-SHAPES = [(1, 1, 1), (1, 7, 3), (5, 1, 4), (8, 13, 6), (9, 13, 6), (33, 17, 9), (128, 64, 10)]
+# m = 1 (and mostly-zero rows up to 8) take the row kernel; dense rows up to
+# 8 one gemm; 9..32 rows gemm in blocks of 8; more rows one gemm.
+SHAPES = [(1, 1, 1), (1, 7, 3), (5, 1, 4), (8, 13, 6), (9, 13, 6), (20, 13, 6), (33, 17, 9),
+          (128, 64, 10)]
 
 
 def rand(rng, *shape, dtype=np.float64, scale=1.0):

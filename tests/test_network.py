@@ -384,3 +384,26 @@ def test_parameter_buffers_are_cache_line_aligned(dtype, tmp_path):
     for buffer in (net._parameters, net._gradients, *net.optimizer.state, loaded._parameters):
         assert buffer.ctypes.data % 64 == 0
         assert buffer.dtype == dtype and buffer.flags.c_contiguous and buffer.flags.writeable
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [1, 5, 40, 1100])     # row kernel, small gemm, gemm, two chunks
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+def test_non_finite_input_is_reported_whatever_layer_one_makes_of_it(dtype, rows, activation):
+    # forward checks X through layer 1's pre-activations. Weights of one sign
+    # make -inf in X a -inf in z1, which ReLU would turn into a clean 0: the
+    # check must happen before the activation, and for every row and path.
+    net = Network([20, 8, 3], activation=activation, dtype=dtype, seed=0)
+    net.set_weights([np.abs(net.weights[0]), None])
+    rng = np.random.default_rng(rows)
+    for bad in (np.nan, np.inf, -np.inf):
+        for zeros in (False, True):           # dense rows, and rows that are mostly 0
+            X = rng.standard_normal((rows, 20)).astype(dtype)
+            if zeros:
+                X[rng.random(X.shape) < 0.9] = 0
+            X[rows - 1, 7] = bad
+            with pytest.raises(ValueError, match="X contains NaN or infinite"):
+                net.forward(X)
+    big = np.full((rows, 20), np.finfo(dtype).max / 4, dtype=dtype)     # finite, overflows
+    with pytest.raises(ValueError, match="overflowed"):
+        net.forward(big)
