@@ -10,6 +10,7 @@ LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0
 """
 import os
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -47,6 +48,7 @@ extensions = [
         extra_link_args=LINK_ARGS,
         depends=["cmlp/_row_kernels.h", "cmlp/_row_kernels_impl.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        include_dirs=[numpy.get_include()],
     )
     for name in MODULES
 ]

@@ -272,6 +272,10 @@ class Network:
         # Fast path: an array already in the network's layout and dtype goes
         # straight to C (which checks it for NaN/inf); anything else is
         # validated and converted once.
+        if out is None:
+            result = _engine.forward_array(self._parameters, self._layout, X)
+            if result is not None:
+                return result
         if not (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2
                 and X.shape[1] == self.sizes[0] and X.shape[0] > 0 and X.flags.c_contiguous
                 and X.flags.aligned):
@@ -289,11 +293,7 @@ class Network:
                              "overwritten)")
         status = self._forward(self._parameters, self._layout, X, out)
         if status != 1:
-            if status == 0:
-                raise ValueError("X contains NaN or infinite values")
-            raise ValueError(f"the forward pass overflowed {self.dtype.name}: an output is NaN "
-                             f"or infinite (inputs or weights too large for {self.dtype.name}; "
-                             f"scale the inputs, or use float64)")
+            raise _engine.forward_error(status, self.dtype.name)
         return out
 
     def predict_proba(self, X, out: np.ndarray | None = None) -> np.ndarray:
