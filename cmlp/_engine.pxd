@@ -38,21 +38,28 @@ cdef struct Layout:
 # z1 are all finite: a NaN or infinity anywhere in a row of X makes that
 # row of z1 non-finite (IEEE sums and products keep it; the weights are
 # finite), so this checks X at a sixth of the reads for MNIST's 784 -> 128.
+# first_layer_done: layer 1's z1 is already in its slot (work[0 : m * sizes[1]]),
+# put there by backward_pass's x_next; start from its activation.
 cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
                             Py_ssize_t m, bint train, uint64_t dropout_key,
-                            uint64_t step, bint* first_finite=*) noexcept nogil
+                            uint64_t step, bint* first_finite=*,
+                            bint first_layer_done=*) noexcept nogil
 
 # After forward_pass on the same work/X/m/train: the gradient of the loss's
 # (weighted) batch mean into grads; or, with grads == NULL, the plain-SGD
 # step at rate sgd_lr applied to params in place as it goes
 # (linear_backward_sgd), with no gradient buffer (and nothing changed if the
 # loss is non-finite). weights (m) or NULL. Returns the (weighted) loss *sum*.
+# x_next (fused SGD at m == 1 only, else NULL): the next row to train on; its
+# layer-1 pre-activation is computed in the same pass over W1 as the update
+# and left in layer 1's slot, for forward_pass(..., first_layer_done=True).
 cdef double backward_pass(floating* grads, floating* params, floating* work,
                           const Layout* layout, const floating* X,
                           const int32_t* labels, const floating* targets,
                           const floating* weights, Py_ssize_t m, bint train,
-                          floating sgd_lr, Py_ssize_t* n_correct) noexcept nogil
+                          floating sgd_lr, Py_ssize_t* n_correct,
+                          const floating* x_next=*) noexcept nogil
 
 # Seconds on the monotonic clock.
 cdef double monotonic_seconds() noexcept nogil

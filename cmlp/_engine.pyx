@@ -45,7 +45,8 @@ from cmlp._kernels import ACTIVATION_CODES, OUTPUT_CODES
 from cmlp._kernels cimport (
     ACT_GELU, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
     activation_forward, dropout_backward, dropout_forward, dropout_seed,
-    linear_backward, linear_backward_sgd, linear_forward, mse_backward, mse_loss,
+    linear_backward, linear_backward_sgd, linear_backward_sgd_next_forward, linear_forward,
+    mse_backward, mse_loss,
     sigmoid_bce_backward, sigmoid_bce_loss, sigmoid_forward,
     softmax_forward, softmax_xent_backward, softmax_xent_loss,
 )
@@ -166,7 +167,8 @@ cdef inline bint _hands_on_next(const Layout* layout, Py_ssize_t l, bint train) 
 cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
                             Py_ssize_t m, bint train, uint64_t dropout_key,
-                            uint64_t step, bint* first_finite=NULL) noexcept nogil:
+                            uint64_t step, bint* first_finite=NULL,
+                            bint first_layer_done=False) noexcept nogil:
     cdef Py_ssize_t l, n_in, n_out, offset = 0, L = layout.n_layers
     cdef const floating* a_prev = X
     cdef floating* slot = work
@@ -177,8 +179,9 @@ cdef floating* forward_pass(floating* work, const floating* params,
         n_in = layout.sizes[l]
         n_out = layout.sizes[l + 1]
         slot = work + m * offset
-        linear_forward(slot, a_prev, params + layout.w_offsets[l],
-                       params + layout.b_offsets[l], m, n_in, n_out)
+        if l > 0 or not first_layer_done:
+            linear_forward(slot, a_prev, params + layout.w_offsets[l],
+                           params + layout.b_offsets[l], m, n_in, n_out)
         if l == 0 and first_finite != NULL:
             first_finite[0] = all_finite(slot, m * n_out)
         if l == L - 1:
@@ -202,7 +205,8 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
                           const Layout* layout, const floating* X,
                           const int32_t* labels, const floating* targets,
                           const floating* weights, Py_ssize_t m, bint train,
-                          floating sgd_lr, Py_ssize_t* n_correct) noexcept nogil:
+                          floating sgd_lr, Py_ssize_t* n_correct,
+                          const floating* x_next=NULL) noexcept nogil:
     cdef Py_ssize_t l, L = layout.n_layers, n = 0
     cdef Py_ssize_t k = layout.sizes[L]
     # offset: where the slot of layer l - 1 (this layer's input) starts.
@@ -236,7 +240,13 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
                 a_prev = work + m * (layout.act_width + offset)
             else:
                 a_prev = slot
-        if grads == NULL:
+        if grads == NULL and l == 0 and m == 1 and x_next != NULL:
+            # Batch-1 SGD: the next row's z1 comes out of the same pass over
+            # W1, into layer 1's slot (free: its a1 was used above).
+            linear_backward_sgd_next_forward(work, params + layout.w_offsets[0],
+                                             params + layout.b_offsets[0], dz, X, sgd_lr,
+                                             x_next, layout.sizes[0], layout.sizes[1])
+        elif grads == NULL:
             linear_backward_sgd(spare if l > 0 else NULL,
                                 params + layout.w_offsets[l],
                                 params + layout.b_offsets[l], dz, a_prev, sgd_lr,

@@ -42,6 +42,14 @@ cdef void linear_backward_sgd(floating* da_prev, floating* W, floating* b,
                               floating lr, Py_ssize_t m, Py_ssize_t n_in,
                               Py_ssize_t n_out) noexcept nogil
 
+# One row (m = 1) of a first layer (no da_prev): the SGD step of
+# linear_backward_sgd, then z_next (n_out) = x_next (n_in) @ W + b with the
+# updated W and b, bit for bit linear_forward's, in one pass over W.
+cdef void linear_backward_sgd_next_forward(floating* z_next, floating* W, floating* b,
+                                           const floating* dz, const floating* a_prev,
+                                           floating lr, const floating* x_next,
+                                           Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil
+
 # Elementwise over n values; a may alias z, dz may alias da. The backward
 # kernels take the forward *output* a (each of these activations has its
 # derivative as a function of its output), except gelu_backward, which

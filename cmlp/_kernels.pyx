@@ -19,6 +19,9 @@ Design
   ReLU outputs): 0 * w adds exactly nothing for the finite weights cmlp
   keeps. On AVX-512 they beat BLAS gemv at every density (784-128-64-10
   float32, one row: 3.8 us dense, 1.1 us at 10 % nonzero; sgemv 4.1 us).
+  Batch-1 SGD reads W1 twice a step (update, next row's forward):
+  `linear_backward_sgd_next_forward` does both per row of W1 while it is in
+  cache, with linear_forward's exact grouping of the sums (same bits).
 * `linear_backward_sgd` fuses the SGD step into the backward pass: the
   weight update is the dW gemm itself (alpha = -lr, beta = 1), so plain SGD
   never writes a gradient buffer nor makes a separate update pass.
@@ -50,6 +53,12 @@ cdef extern from "_row_kernels.h" nogil:
     void cmlp_row_backward_sgd_d(double* da_prev, double* W, double* b, const double* dz,
                                  const double* a_prev, double lr, Py_ssize_t n_in,
                                  Py_ssize_t n_out)
+    void cmlp_row_sgd_then_forward_f(float* W, float* b, const float* dz, const float* a_prev,
+                                     float lr, const float* x_next, float* z_next,
+                                     Py_ssize_t n_in, Py_ssize_t n_out)
+    void cmlp_row_sgd_then_forward_d(double* W, double* b, const double* dz,
+                                     const double* a_prev, double lr, const double* x_next,
+                                     double* z_next, Py_ssize_t n_in, Py_ssize_t n_out)
 
 cdef enum:
     # linear_forward on a few rows (measured with scipy's OpenBLAS 0.3.30,
@@ -192,6 +201,18 @@ cdef void linear_backward_sgd(floating* da_prev, floating* W, floating* b,
     for i in range(m):
         for j in range(n_out):
             b[j] -= lr * dz[i * n_out + j]
+
+
+cdef void linear_backward_sgd_next_forward(floating* z_next, floating* W, floating* b,
+                                           const floating* dz, const floating* a_prev,
+                                           floating lr, const floating* x_next,
+                                           Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    # Batch-1 SGD reads W twice per step (the update, then the next row's
+    # forward); doing both per row of W while it is in cache halves that.
+    if floating is float:
+        cmlp_row_sgd_then_forward_f(W, b, dz, a_prev, lr, x_next, z_next, n_in, n_out)
+    else:
+        cmlp_row_sgd_then_forward_d(W, b, dz, a_prev, lr, x_next, z_next, n_in, n_out)
 
 
 # ----------------------------------------------------------- activations ----

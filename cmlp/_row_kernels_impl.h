@@ -77,3 +77,52 @@ CMLP_CLONES static void CMLP_NAME(cmlp_row_backward_sgd)(
     for (j = 0; j < n_out; j++)
         b[j] -= lr * dz[j];
 }
+
+/* The one-row SGD step of a first layer fused with the next row's forward
+ * product through it: b -= lr * dz, then for each row i of W,
+ * W[i] -= lr * a_prev[i] * dz (if a_prev[i] != 0) and, while W[i] is in
+ * cache, z_next += x_next[i] * W[i] (if x_next[i] != 0). W is read and
+ * written once for both. The sums are grouped exactly as in
+ * cmlp_row_times_matrix (nonzero inputs four at a time, every row of a group
+ * already updated), so z_next has the bits of that kernel run after the
+ * step. */
+CMLP_CLONES static void CMLP_NAME(cmlp_row_sgd_then_forward)(
+        CMLP_T *restrict W,                     /* IN/OUT (n_in, n_out) */
+        CMLP_T *restrict b,                     /* IN/OUT (n_out) */
+        const CMLP_T *restrict dz,              /* IN  (n_out) */
+        const CMLP_T *restrict a_prev,          /* IN  (n_in) this step's row */
+        CMLP_T lr,
+        const CMLP_T *restrict x_next,          /* IN  (n_in) the next row */
+        CMLP_T *restrict z_next,                /* OUT (n_out) */
+        ptrdiff_t n_in, ptrdiff_t n_out)
+{
+    CMLP_T c[4];
+    const CMLP_T *r[4];
+    ptrdiff_t i, j;
+    int t, count = 0;
+    for (j = 0; j < n_out; j++)
+        b[j] -= lr * dz[j];
+    memcpy(z_next, b, (size_t)n_out * sizeof(CMLP_T));
+    for (i = 0; i < n_in; i++) {
+        CMLP_T *row = W + i * n_out;     /* based on W: no restrict of its own */
+        if (a_prev[i] != 0) {
+            const CMLP_T step = lr * a_prev[i];
+            for (j = 0; j < n_out; j++)
+                row[j] -= step * dz[j];
+        }
+        if (x_next[i] == 0)
+            continue;
+        c[count] = x_next[i];
+        r[count] = row;
+        if (++count == 4) {
+            const CMLP_T c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+            const CMLP_T *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
+            for (j = 0; j < n_out; j++)
+                z_next[j] += c0 * r0[j] + c1 * r1[j] + c2 * r2[j] + c3 * r3[j];
+            count = 0;
+        }
+    }
+    for (t = 0; t < count; t++)
+        for (j = 0; j < n_out; j++)
+            z_next[j] += c[t] * r[t][j];
+}

@@ -12,8 +12,9 @@ Design
 * The loop runs inside one `with nogil:` block: gather the mini-batch
   (at batch 1, point at the row instead), forward, backward, step. Plain
   SGD without weight decay or hook fuses its step into the backward gemms
-  (no gradient buffer); anything else writes the flat gradient buffer and
-  then runs one fused optimizer step over it (cmlp._optim).
+  (no gradient buffer), and at batch 1 also computes the next row's first
+  layer in the same pass over W1; anything else writes the flat gradient
+  buffer and then runs one fused optimizer step over it (cmlp._optim).
 * The gradient hook: between "this batch's gradients are in the buffer" and
   "the optimizer step" the loop can call gradient_hook(gradients,
   batch_weight) with the GIL, e.g. an allreduce over processes. Without a
@@ -161,6 +162,8 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
     cdef const floating* tgt = &batch_targets[0, 0] if not softmax else NULL
     cdef const floating* w = &batch_weights[0] if weighted else NULL
     cdef const floating* x = &batch_X[0, 0]
+    cdef const floating* x_next
+    cdef bint next_ready = False
     with nogil:
         while start < n:
             if start > 0:
@@ -187,9 +190,13 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                     if weighted:
                         batch_weights[i] = weights[row]
             forward_pass(&work[0, 0], &params[0], layout, x, m, True, self.dropout_key,
-                         self.batches_done)
+                         self.batches_done, NULL, next_ready)
+            # Batch-1 plain SGD computes the next row's first layer in the same
+            # pass over W1 as this step's update (linear_backward_sgd_next_forward).
+            x_next = &X[order[start + 1], 0] if fused and batch == 1 and start + 1 < n else NULL
             loss = backward_pass(NULL if fused else &grads[0], &params[0], &work[0, 0],
-                                 layout, x, lab, tgt, w, m, True, f_lr, &hits)
+                                 layout, x, lab, tgt, w, m, True, f_lr, &hits, x_next)
+            next_ready = x_next != NULL
             if not isfinite(loss):
                 finite = False
                 break

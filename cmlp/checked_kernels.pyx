@@ -20,6 +20,7 @@ from cmlp._validation import as_labels, as_sample_weight, check_number
 
 __all__ = [
     "linear_forward", "linear_backward", "linear_backward_sgd",
+    "linear_backward_sgd_next_forward",
     "relu_forward", "relu_backward", "tanh_forward", "tanh_backward",
     "sigmoid_forward", "sigmoid_backward", "leaky_relu_forward", "leaky_relu_backward",
     "gelu_forward", "gelu_backward", "dropout_seed", "dropout_forward", "dropout_backward",
@@ -134,6 +135,38 @@ def _linear_backward_sgd(floating[:, ::1] da_prev, floating[:, ::1] W,
         K.linear_backward_sgd(&da_prev[0, 0], &W[0, 0], &b[0], &dz[0, 0],
                               &a_prev[0, 0], <floating> lr, a_prev.shape[0],
                               W.shape[0], W.shape[1])
+
+
+def linear_backward_sgd_next_forward(dz, a_prev, W, b, lr, x_next):
+    """(W', b', z_next) of a one-row first layer's SGD step fused with the
+    next row's forward: W' = W - lr * a_prev^T @ dz, b' = b - lr * dz,
+    z_next = x_next @ W' + b'. dz (1, n_out), a_prev and x_next (1, n_in)."""
+    dz, a_prev, W, b, x_next = _floats(dz, a_prev, W, b, x_next)
+    for a, name in ((dz, "dz"), (a_prev, "a_prev"), (W, "W"), (x_next, "x_next")):
+        _matrix(a, name)
+    n_in, n_out = W.shape
+    if (a_prev.shape != (1, n_in) or x_next.shape != (1, n_in) or dz.shape != (1, n_out)
+            or b.shape != (n_out,)):
+        raise ValueError(f"shapes dz {dz.shape}, a_prev {a_prev.shape}, x_next {x_next.shape}, "
+                         f"W {W.shape}, b {b.shape} do not fit one row")
+    z_next = np.empty((1, n_out), dtype=W.dtype)
+    W, b = W.copy(), b.copy()
+    _linear_backward_sgd_next_forward(z_next, W, b, dz, a_prev, float(lr), x_next)
+    return W, b, z_next
+
+
+def _linear_backward_sgd_next_forward(floating[:, ::1] z_next, floating[:, ::1] W,
+                                      floating[::1] b, const floating[:, ::1] dz,
+                                      const floating[:, ::1] a_prev, double lr,
+                                      const floating[:, ::1] x_next):
+    _fit(min(W.shape[0], W.shape[1]) > 0 and a_prev.shape[0] == 1 and x_next.shape[0] == 1
+         and dz.shape[0] == 1 and z_next.shape[0] == 1 and a_prev.shape[1] == W.shape[0]
+         and x_next.shape[1] == W.shape[0] and dz.shape[1] == W.shape[1]
+         and z_next.shape[1] == W.shape[1] and b.shape[0] == W.shape[1])
+    with nogil:
+        K.linear_backward_sgd_next_forward(&z_next[0, 0], &W[0, 0], &b[0], &dz[0, 0],
+                                           &a_prev[0, 0], <floating> lr, &x_next[0, 0],
+                                           W.shape[0], W.shape[1])
 
 
 # ----------------------------------------------------------- activations ----

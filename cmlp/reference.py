@@ -45,6 +45,13 @@ def linear_backward_sgd(dz, a_prev, W, b, lr):
     return da_prev, sgd_update(W, dW, lr), sgd_update(b, db, lr)
 
 
+def linear_backward_sgd_next_forward(dz, a_prev, W, b, lr, x_next):
+    """A first layer's SGD step (no da_prev), then the next row's forward
+    through the updated layer: (W', b', z_next)."""
+    _, W_new, b_new = linear_backward_sgd(dz, a_prev, W, b, lr)
+    return W_new, b_new, linear_forward(x_next, W_new, b_new)
+
+
 def relu_forward(z):
     return np.maximum(z, 0)
 

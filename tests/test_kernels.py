@@ -308,3 +308,24 @@ def test_one_row_kernels_round_like_plain_c(dtype, density):
     want_W = np.where(x[0][:, None] != 0, W - step * dz[0], W)
     np.testing.assert_array_equal(W_new, want_W)
     np.testing.assert_array_equal(b_new, b - lr * dz[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("density", [0.15, 1.0])
+def test_linear_backward_sgd_next_forward(dtype, density):
+    # Against the NumPy twin, and bit for bit against the two kernels it fuses
+    # (the SGD step, then linear_forward on the next row): training with it
+    # or without it must give the same network.
+    rng = np.random.default_rng(5)
+    dz, a, W, b, x_next = (rand(rng, 1, 37, dtype=dtype), rand(rng, 1, 301, dtype=dtype),
+                           rand(rng, 301, 37, dtype=dtype), rand(rng, 37, dtype=dtype),
+                           rand(rng, 1, 301, dtype=dtype))
+    a[rng.random(a.shape) > density] = 0
+    x_next[rng.random(x_next.shape) > density] = 0
+    got = kernels.linear_backward_sgd_next_forward(dz, a, W, b, 0.1, x_next)
+    for g, w in zip(got, reference.linear_backward_sgd_next_forward(dz, a, W, b, 0.1, x_next)):
+        assert g.dtype == dtype
+        assert_close(g, w, dtype)
+    _, W_new, b_new = kernels.linear_backward_sgd(dz, a, W, b, 0.1)
+    for g, w in zip(got, (W_new, b_new, kernels.linear_forward(x_next, W_new, b_new))):
+        np.testing.assert_array_equal(g, w)

@@ -78,6 +78,10 @@ KERNEL_CALLS = {
                                                     z(4, 3)),
     "_linear_backward_sgd": lambda: ck._linear_backward_sgd(z(5, 4), z(4, 3), z(3), z(5, 3),
                                                             z(5, 9), 0.1),
+    "_linear_backward_sgd_next_forward": lambda: ck._linear_backward_sgd_next_forward(
+        z(1, 3), z(4, 3), z(3), z(1, 3), z(1, 9), 0.1, z(1, 4)),
+    "_linear_backward_sgd_next_forward, two rows": lambda: ck._linear_backward_sgd_next_forward(
+        z(1, 3), z(4, 3), z(3), z(2, 3), z(2, 4), 0.1, z(1, 4)),
     "_activation_forward, unknown code": lambda: ck._activation_forward(99, z(3), z(3)),
     "_activation_forward, short output": lambda: ck._activation_forward(1, z(3), z(300)),
     "_activation_backward": lambda: ck._activation_backward(1, z(3), z(300), z(3)),

@@ -302,3 +302,21 @@ def test_one_dimensional_regression_targets_predict_one_dimension(tmp_path):
     assert Network.load(tmp_path / "r.npz").predict(X).shape == (50,)
     net.fit(X, y[:, None], epochs=1, verbose=0)
     assert net.predict(X).shape == (50, 1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_batch_one_sgd_epoch_equals_one_row_at_a_time(dtype, activation):
+    # Within an epoch, batch-1 plain SGD computes each next row's first layer
+    # during the previous update (one pass over W1); partial_fit on one row
+    # has no next row and takes the plain path. Same bits either way.
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 12))
+    X[rng.random(X.shape) < 0.5] = 0
+    y = rng.integers(0, 3, 40)
+    fused = Network([12, 9, 3], activation=activation, dtype=dtype, seed=1)
+    fused.fit(X, y, epochs=1, batch_size=1, lr=0.05, shuffle=False, verbose=0)
+    plain = Network([12, 9, 3], activation=activation, dtype=dtype, seed=1)
+    for i in range(len(X)):
+        plain.partial_fit(X[i:i + 1], y[i:i + 1], batch_size=1, lr=0.05, shuffle=False)
+    np.testing.assert_array_equal(fused.parameters, plain.parameters)
