@@ -54,7 +54,8 @@ def versions():
 
     import cmlp
     found = {"cmlp": cmlp.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
-    for name, module in (("torch", "torch"), ("scikit-learn", "sklearn")):
+    for name, module in (("torch", "torch"), ("scikit-learn", "sklearn"),
+                         ("onnxruntime", "onnxruntime")):
         lib = optional(module)
         if lib is not None:
             found[name] = lib.__version__

@@ -1,4 +1,4 @@
-"""The GEMM floor of a training epoch, for bench/.
+"""GEMM floors for bench/: of a training epoch, and of a forward pass.
 
 Design: runs, for every mini-batch of an epoch, exactly the matrix products a
 training step cannot avoid -- per layer one forward gemm and one weight-
@@ -8,6 +8,8 @@ wrappers as the engine, and nothing else: no gather, bias, activation, loss
 or update. Every gemm reads its input batch from one buffer that stays in
 cache (the first `batch` rows of X): what the gemms cost alone, without
 fetching the batch. Its time is the bar cmlp's epoch is measured against.
+gemm_floor_forward does the same for prediction: the forward gemms of a whole
+call in one product per layer.
 """
 from libc.stdlib cimport free, malloc
 from cython cimport floating
@@ -83,3 +85,36 @@ cdef inline Py_ssize_t _width_before(NetLayout layout, Py_ssize_t l) noexcept no
     for j in range(1, l):
         total += layout.c.sizes[j]
     return total
+
+
+def gemm_floor_forward(floating[::1] params, NetLayout layout,
+                       const floating[:, ::1] X,   # IN (n, sizes[0])
+                       Py_ssize_t layers):
+    """Run the matrix products of a forward pass over all n rows of X and
+    nothing else: for each of the first `layers` layers one gemm (n, n_in) @
+    (n_in, n_out), into scratch. No bias, activation, softmax or check: what
+    the products cost through cmlp's BLAS, the bar for `Network.forward`.
+    layers=1 gives the first layer's gemm alone."""
+    cdef Py_ssize_t n = X.shape[0], l, n_in, n_out
+    cdef floating* act
+    cdef floating* a
+    cdef const floating* a_prev
+    if not 1 <= layers <= layout.c.n_layers:
+        raise ValueError(f"layers must be in 1..{layout.c.n_layers}, got {layers}")
+    if n >= 2**31:                  # one gemm over all rows: n is a blas_int
+        raise ValueError(f"at most 2**31 - 1 rows, got {n}")
+    layout.check_call(params.shape[0], n, X.shape[1])
+    act = <floating*> malloc(n * layout.c.act_width * sizeof(floating))
+    if act == NULL:
+        raise MemoryError()
+    with nogil:
+        a_prev = &X[0, 0]
+        a = act
+        for l in range(layers):
+            n_in, n_out = layout.c.sizes[l], layout.c.sizes[l + 1]
+            gemm(False, False, <int> n, <int> n_out, <int> n_in, <floating> 1,
+                 a_prev, <int> n_in, &params[layout.c.w_offsets[l]], <int> n_out,
+                 <floating> 0, a, <int> n_out)
+            a_prev = a
+            a += n * n_out
+    free(act)

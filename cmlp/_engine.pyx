@@ -411,6 +411,10 @@ def forward_array(cnp.ndarray params, NetLayout layout, object X):
     cdef int type_num = cnp.PyArray_TYPE(params), status
     cdef Py_ssize_t n, chunk
     cdef void* work
+    _require((type_num == cnp.NPY_FLOAT32 or type_num == cnp.NPY_FLOAT64)
+             and cnp.PyArray_NDIM(params) == 1 and cnp.PyArray_ISCARRAY_RO(params)
+             and cnp.PyArray_ISNOTSWAPPED(params),
+             "params must be a C-contiguous, aligned float32 or float64 vector")
     if type(X) is not cnp.ndarray:
         return None
     x = <cnp.ndarray> X

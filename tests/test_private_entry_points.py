@@ -52,6 +52,17 @@ ENGINE_CALLS = {
         P.copy(), L, z(10, 4), 0),
     "gemm_floor_epoch, wrong width": lambda: _bench_floor.gemm_floor_epoch(
         P.copy(), L, z(10, 5), 2),
+    "gemm_floor_forward, no layers": lambda: _bench_floor.gemm_floor_forward(
+        P.copy(), L, z(10, 4), 0),
+    "gemm_floor_forward, more layers than the net": lambda: _bench_floor.gemm_floor_forward(
+        P.copy(), L, z(10, 4), 3),
+    "gemm_floor_forward, wrong width": lambda: _bench_floor.gemm_floor_forward(
+        P.copy(), L, z(10, 5), 1),
+    "forward_array, short parameters": lambda: _engine.forward_array(P[:5], L, z(2, 4)),
+    "forward_array, int32 parameters": lambda: _engine.forward_array(
+        P.astype(np.int32), L, z(2, 4).astype(np.int32)),
+    "forward_array, strided parameters": lambda: _engine.forward_array(
+        np.repeat(P, 2)[::2], L, z(2, 4)),
     "NetLayout with offsets that lie": lambda: _engine.NetLayout(
         np.array([4, 8, 3], np.intp), np.array([0, 40], np.intp), np.array([32, 43], np.intp),
         np.array([1, 0], I), np.zeros(2), 0, 59),
