@@ -22,7 +22,10 @@ intra_op_num_threads=1), and to 2 threads.
 
 Timing: --rounds rounds (default 7); in each, every system is timed in
 turn on the same input (a loop of calls long enough to take ~budget/rounds
-seconds, its mean per call), so drift of the shared machine hits them alike.
+seconds, its mean per call), so drift of the shared machine hits them alike;
+each measurement starts after 0.15 s of idling, so that the thread pool of
+the system measured before it (OpenBLAS, PyTorch, ONNX Runtime spin for a
+while after a call) has gone quiet and does not take a core from it.
 A cell gives the median over rounds of the per-call time and the median
 over rounds of the ratio cmlp / system measured in the same round (< 1: cmlp
 is faster).
@@ -75,11 +78,15 @@ def mean_per_call(fn, seconds):
         loops = max(loops * 2, int(loops * seconds / max(elapsed, 1e-9)))
 
 
-def interleaved(systems, rounds, seconds):
-    """{name: [per-call seconds of each round]}, the systems timed in turn."""
+def interleaved(systems, rounds, seconds, settle):
+    """{name: [per-call seconds of each round]}, the systems timed in turn,
+    each after `settle` seconds of idling: a thread pool keeps spinning for a
+    while after its last call (OpenBLAS up to 2**28 cycles), and on 2 cores
+    the previous system's spinners would take a core from the next one."""
     times = {name: [] for name in systems}
     for _ in range(rounds):
         for name, fn in systems.items():
+            time.sleep(settle)
             times[name].append(mean_per_call(fn, seconds))
     return times
 
@@ -129,7 +136,7 @@ def ort_sessions(net, directory):
     return sessions
 
 
-def latency_tables(net, ref, inputs, rounds, seconds, notes):
+def latency_tables(net, ref, inputs, rounds, seconds, settle, notes):
     """{threads: {label: {rows: {system: {"median_s", "ratio"}}}}} and prints tables."""
     tpc = optional("threadpoolctl")
     torch = optional("torch")
@@ -160,7 +167,7 @@ def latency_tables(net, ref, inputs, rounds, seconds, notes):
                         net._parameters, net._layout, X, 3)
                     systems["layer-1 sgemm alone"] = lambda X=X: _bench_floor.gemm_floor_forward(
                         net._parameters, net._layout, X, 1)
-                    times = interleaved(systems, rounds, seconds)
+                    times = interleaved(systems, rounds, seconds, settle)
                     results[threads][label][rows] = {
                         name: {"median_s": statistics.median(t), "rounds_s": t,
                                "cmlp_over_system": paired(times, name)}
@@ -291,7 +298,7 @@ def main(argv=None):
     dense = rng.standard_normal((max(dense_rows), SIZES[0])).astype(np.float32)
     inputs = {"Dense rows": {n: np.ascontiguousarray(dense[:n]) for n in dense_rows},
               f"{source} test rows": {n: np.ascontiguousarray(X_test[:n]) for n in mnist_rows}}
-    latency = latency_tables(net, ref, inputs, rounds, seconds, notes)
+    latency = latency_tables(net, ref, inputs, rounds, seconds, 0.0 if args.smoke else 0.15, notes)
 
     sgd_n = 100 if args.smoke else SGD_ROWS
     X_sgd = rng.standard_normal((sgd_n, SIZES[0])).astype(np.float32)

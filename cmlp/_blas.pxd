@@ -27,3 +27,9 @@ cdef void ger(blas_int m, blas_int n, floating alpha, const floating* x,
 # y (n) += alpha * x (n)
 cdef void axpy(blas_int n, floating alpha, const floating* x,
                floating* y) noexcept nogil
+
+# True when scipy's BLAS is OpenBLAS running an AVX-512 core (SkylakeX,
+# Cooperlake, SapphireRapids), whose small-matrix gemm kernels multiply a few
+# rows without packing: 8 rows of 784 x 128 in 13.7 us, against 55-63 us for
+# its Haswell and Zen kernels, which pack W on every call. Read once at import.
+cdef bint small_gemm_is_fast() noexcept nogil

@@ -8,9 +8,63 @@ same trick as scikit-learn's sklearn/utils/_cython_blas.pyx RowMajor branch.
 scipy's wrappers take non-const pointers; the casts below drop a const the
 Fortran routine honours anyway.
 """
+from libc.string cimport strcmp
 from scipy.linalg.cython_blas cimport (
     dgemm, sgemm, dgemv, sgemv, dger, sger, daxpy, saxpy,
 )
+
+
+cdef extern from "dlfcn.h" nogil:
+    ctypedef struct Dl_info:
+        const char* dli_fname
+    int dladdr(const void* addr, Dl_info* info)
+    void* dlopen(const char* filename, int flags)
+    void* dlsym(void* handle, const char* symbol)
+    int dlclose(void* handle)
+    int RTLD_LAZY
+    int RTLD_NOLOAD
+
+ctypedef const char* (*corename_t)() noexcept nogil
+
+
+cdef bint _detect_small_gemm() noexcept:
+    # Ask the library that holds scipy's sgemm (found with dladdr) for its
+    # OpenBLAS core name; any other BLAS, or no answer, counts as no.
+    cdef Dl_info info
+    cdef void* handle
+    cdef corename_t corename = NULL
+    cdef const char* core
+    cdef bint found = False
+    if dladdr(<const void*> sgemm, &info) == 0 or info.dli_fname == NULL:
+        return False
+    handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD)
+    if handle == NULL:
+        return False
+    for name in (b"scipy_openblas_get_corename", b"scipy_openblas_get_corename64_",
+                 b"openblas_get_corename", b"openblas_get_corename64_"):
+        corename = <corename_t> dlsym(handle, name)
+        if corename != NULL:
+            break
+    if corename != NULL:
+        core = corename()
+        found = core != NULL and (strcmp(core, b"SkylakeX") == 0
+                                  or strcmp(core, b"Cooperlake") == 0
+                                  or strcmp(core, b"SapphireRapids") == 0)
+    dlclose(handle)
+    return found
+
+
+cdef bint _small_gemm = _detect_small_gemm()
+
+
+cdef bint small_gemm_is_fast() noexcept nogil:
+    return _small_gemm
+
+
+def has_small_gemm():
+    """Whether cmlp found OpenBLAS's small-matrix gemm kernels (its AVX-512
+    cores) behind scipy's BLAS, and so sends 2 to 32 dense rows to gemm."""
+    return bool(_small_gemm)
 
 
 cdef void gemm(bint trans_a, bint trans_b, blas_int m, blas_int n, blas_int k,

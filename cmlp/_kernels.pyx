@@ -40,7 +40,7 @@ from libc.math cimport (M_SQRT1_2, erfc, erfcf, exp, expf, fabs, log, log1p, log
 from libc.stdint cimport int32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from cmlp._blas cimport gemm
+from cmlp._blas cimport gemm, small_gemm_is_fast
 
 cdef extern from "_row_kernels.h" nogil:
     void cmlp_row_times_matrix_f(float* z, const float* x, const float* W, const float* b,
@@ -64,13 +64,16 @@ cdef enum:
     # linear_forward on a few rows (measured with scipy's OpenBLAS 0.3.30,
     # 784 x 128 float32, 1 thread). One row always takes the row kernel: 3.5
     # us, as fast as sgemm, and zero inputs are free. Up to SMALL_BATCH rows,
-    # mostly zero rows (MNIST) do too; denser ones (more than
-    # DENSE_NUMERATOR / DENSE_DENOMINATOR nonzero) go to sgemm, whose
-    # small-matrix kernel multiplies up to ~9 rows at 1.7 us a row, against
-    # 3.8 for dense rows through the row kernel. From 9 to SMALL_GEMM_MAX
-    # rows, gemm is called on blocks of SMALL_BATCH rows: OpenBLAS's
-    # general path costs 3.6 us a row at 16 rows and 2.8 at 32. Beyond,
-    # one gemm (which BLAS may thread).
+    # so do mostly zero rows (MNIST), and every row unless OpenBLAS has its
+    # AVX-512 small-matrix gemm (cmlp._blas.small_gemm_is_fast): that one
+    # multiplies up to ~9 rows at 1.7 us a row, against 3.8 for a dense row
+    # through the row kernel, so denser rows (more than DENSE_NUMERATOR /
+    # DENSE_DENOMINATOR nonzero) go to it; from 9 to SMALL_GEMM_MAX rows it
+    # is called on blocks of SMALL_BATCH rows (OpenBLAS's general path costs
+    # 3.6 us a row at 16 rows, 2.8 at 32). Without it, any gemm on a few
+    # rows packs all of W first (~50 us at 784 x 128), so more than
+    # SMALL_BATCH rows go to one gemm. Beyond SMALL_GEMM_MAX rows, one gemm
+    # (which BLAS may thread).
     SMALL_BATCH = 8
     SMALL_GEMM_MAX = 32
     DENSE_NUMERATOR = 2
@@ -130,7 +133,9 @@ cdef void linear_forward(floating* z, const floating* a_prev,
                          Py_ssize_t n_out) noexcept nogil:
     cdef Py_ssize_t i, start, rows
     cdef Py_ssize_t block = m if m > SMALL_GEMM_MAX else SMALL_BATCH
-    if m == 1 or (m <= SMALL_BATCH and not _mostly_nonzero(a_prev, m * n_in)):
+    cdef bint small_gemm = small_gemm_is_fast()
+    if m == 1 or (m <= SMALL_BATCH and (not small_gemm
+                                        or not _mostly_nonzero(a_prev, m * n_in))):
         for i in range(m):
             _row_times_matrix(z + i * n_out, a_prev + i * n_in, W, b, n_in, n_out)
         return
@@ -138,6 +143,8 @@ cdef void linear_forward(floating* z, const floating* a_prev,
     # of it (beta = 1): one pass over z instead of two.
     for i in range(m):
         memcpy(z + i * n_out, b, n_out * sizeof(floating))
+    if not small_gemm:
+        block = m
     start = 0
     while start < m:
         rows = min(block, m - start)

@@ -41,4 +41,13 @@ def test_bench_script_runs(tmp_path, script, kind, table):
         assert set(payload["results"]) == {"1", "32", "128"}
         assert all(cell["no-op hook"]["epoch_s"] > 0 for cell in payload["results"].values())
     else:
-        assert set(payload["latency_s"]["cmlp float32"]) == {"1", "32"}
+        assert set(payload["latency"]) == {"1", "2"}               # BLAS threads
+        for tables in payload["latency"].values():
+            cells = tables["Dense rows"]
+            assert set(cells) == {"1", "8", "32"}
+            for cell in cells.values():
+                # ONNX Runtime is in the test extra: CI measures against it too.
+                assert {"cmlp float32", "ONNX Runtime", "NumPy reference",
+                        "GEMM floor (3 sgemm)"} <= set(cell)
+                assert all(c["median_s"] > 0 and c["cmlp_over_system"] > 0 for c in cell.values())
+        assert payload["sgd_step_dense"]["cmlp float32"]["median_s"] > 0

@@ -1,10 +1,15 @@
 """Every C kernel (cmlp.kernels) against its NumPy twin (cmlp.reference)."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import assert_close
 
+from cmlp import _blas, reference
 from cmlp import checked_kernels as kernels
-from cmlp import reference
+
+from helpers import ENV, TESTS_DIR
 
 DTYPES = [np.float64, np.float32]
 # m = 1 (and mostly-zero rows up to 8) take the row kernel; dense rows up to
@@ -329,3 +334,39 @@ def test_linear_backward_sgd_next_forward(dtype, density):
     _, W_new, b_new = kernels.linear_backward_sgd(dz, a, W, b, 0.1)
     for g, w in zip(got, (W_new, b_new, kernels.linear_forward(x_next, W_new, b_new))):
         np.testing.assert_array_equal(g, w)
+
+
+FEW_ROWS_CHILD = """
+import numpy as np
+from cmlp import _blas, reference
+from cmlp import checked_kernels as kernels
+print(_blas.has_small_gemm())
+worst = 0.0
+for dtype in (np.float64, np.float32):
+    rng = np.random.default_rng(2)
+    W, b = rng.standard_normal((300, 70)).astype(dtype), rng.standard_normal(70).astype(dtype)
+    for m in (2, 5, 8, 9, 20, 32, 33):
+        for density in (0.1, 1.0):
+            a = rng.standard_normal((m, 300)).astype(dtype)
+            a[rng.random(a.shape) > density] = 0
+            got, want = kernels.linear_forward(a, W, b), reference.linear_forward(a, W, b)
+            tol = 1e-12 if dtype == np.float64 else 1e-5
+            error = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+            assert error < tol, (dtype, m, density, error)
+            worst = max(worst, error) if dtype == np.float64 else worst
+print(worst)
+"""
+
+
+@pytest.mark.parametrize("core", ["", "Haswell"])
+def test_few_rows_paths_with_and_without_openblas_small_gemm(core):
+    # linear_forward sends 2-32 dense rows to gemm only where OpenBLAS has its
+    # AVX-512 small-matrix kernels, and else keeps the row kernel up to 8
+    # rows. OPENBLAS_CORETYPE=Haswell makes OpenBLAS use its AVX2 kernels
+    # (no small-matrix path): both branches must match the NumPy twin.
+    env = {**ENV, "OPENBLAS_CORETYPE": core} if core else ENV
+    result = subprocess.run([sys.executable, "-c", FEW_ROWS_CHILD], env=env, cwd=TESTS_DIR,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = result.stdout.split()[0]
+    assert found == ("False" if core else str(_blas.has_small_gemm()))
