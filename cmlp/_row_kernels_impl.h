@@ -1,5 +1,26 @@
 /* Body of _row_kernels.h for one element type CMLP_T (see there). */
 
+/* z (n) += sum over t < count of c[t] * r[t]: a full group of four in one
+ * pass over z, summed ((c0 r0 + c1 r1) + c2 r2) + c3 r3; the leftovers of a
+ * row (fewer than four) one by one. Every kernel that forms z = b + x @ W
+ * goes through this, so they all round alike. */
+static inline void CMLP_NAME(cmlp_add_rows)(CMLP_T *restrict z, const CMLP_T *c,
+                                            const CMLP_T *const *r, int count, ptrdiff_t n)
+{
+    ptrdiff_t j;
+    int t;
+    if (count == 4) {
+        const CMLP_T c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+        const CMLP_T *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
+        for (j = 0; j < n; j++)
+            z[j] += c0 * r0[j] + c1 * r1[j] + c2 * r2[j] + c3 * r3[j];
+        return;
+    }
+    for (t = 0; t < count; t++)
+        for (j = 0; j < n; j++)
+            z[j] += c[t] * r[t][j];
+}
+
 /* z (n_out) = b + x (n_in) @ W (n_in, n_out), row-major W. The nonzero
  * inputs are taken four at a time, so z is loaded and stored once per four
  * rows of W. */
@@ -12,8 +33,8 @@ CMLP_CLONES static void CMLP_NAME(cmlp_row_times_matrix)(
 {
     CMLP_T c[4];
     const CMLP_T *r[4];
-    ptrdiff_t i, j;
-    int t, count = 0;
+    ptrdiff_t i;
+    int count = 0;
     memcpy(z, b, (size_t)n_out * sizeof(CMLP_T));
     for (i = 0; i < n_in; i++) {
         if (x[i] == 0)
@@ -21,17 +42,11 @@ CMLP_CLONES static void CMLP_NAME(cmlp_row_times_matrix)(
         c[count] = x[i];
         r[count] = W + i * n_out;
         if (++count == 4) {
-            const CMLP_T c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
-            const CMLP_T *restrict r0 = r[0], *restrict r1 = r[1];
-            const CMLP_T *restrict r2 = r[2], *restrict r3 = r[3];
-            for (j = 0; j < n_out; j++)
-                z[j] += c0 * r0[j] + c1 * r1[j] + c2 * r2[j] + c3 * r3[j];
+            CMLP_NAME(cmlp_add_rows)(z, c, r, 4, n_out);
             count = 0;
         }
     }
-    for (t = 0; t < count; t++)
-        for (j = 0; j < n_out; j++)
-            z[j] += c[t] * r[t][j];
+    CMLP_NAME(cmlp_add_rows)(z, c, r, count, n_out);
 }
 
 /* Dot product with eight partial sums in a fixed order: the compiler may not
@@ -99,7 +114,7 @@ CMLP_CLONES static void CMLP_NAME(cmlp_row_sgd_then_forward)(
     CMLP_T c[4];
     const CMLP_T *r[4];
     ptrdiff_t i, j;
-    int t, count = 0;
+    int count = 0;
     for (j = 0; j < n_out; j++)
         b[j] -= lr * dz[j];
     memcpy(z_next, b, (size_t)n_out * sizeof(CMLP_T));
@@ -115,14 +130,9 @@ CMLP_CLONES static void CMLP_NAME(cmlp_row_sgd_then_forward)(
         c[count] = x_next[i];
         r[count] = row;
         if (++count == 4) {
-            const CMLP_T c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
-            const CMLP_T *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
-            for (j = 0; j < n_out; j++)
-                z_next[j] += c0 * r0[j] + c1 * r1[j] + c2 * r2[j] + c3 * r3[j];
+            CMLP_NAME(cmlp_add_rows)(z_next, c, r, 4, n_out);
             count = 0;
         }
     }
-    for (t = 0; t < count; t++)
-        for (j = 0; j < n_out; j++)
-            z_next[j] += c[t] * r[t][j];
+    CMLP_NAME(cmlp_add_rows)(z_next, c, r, count, n_out);
 }
