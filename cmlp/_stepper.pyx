@@ -127,6 +127,43 @@ cdef class BatchStepper:
                          self.batch_weights, self.state1, self.state2, order, lr)
         return self.loss_sum, self.n_correct, self.rows_done
 
+    def empty_step(self, double lr):
+        """One optimizer step to which this process contributes no rows (a
+        data-parallel rank whose share of a global batch is empty): the
+        gradient buffer is zeroed, the hook called with batch weight 0 (it
+        brings in the other ranks' gradients), then the optimizer step, and
+        the counters advance as for a batch."""
+        if self.gradient_hook is None:
+            raise ValueError("empty_step is for data-parallel runs: it needs a gradient hook")
+        if self.decay_per_sample and self.weight_decay != 0:
+            raise ValueError("empty_step has no batch weight to scale a per-sample decay by")
+        n_state = {OPT_SGD: 0, OPT_MOMENTUM: 1, OPT_NESTEROV: 1, OPT_ADAM: 2}.get(self.optimizer)
+        if n_state is None or any(
+                state.shape[0] != self.parameters.shape[0]
+                for state in (self.state1, self.state2)[:n_state]):
+            raise ValueError("the optimizer kind and its state buffers do not fit")
+        self.gradients[...] = 0
+        self.gradient_hook(self.gradients, 0.0)
+        if self.parameters.dtype == np.float32:
+            _empty_step[float](self, self.parameters, self.gradients, self.state1, self.state2, lr)
+        else:
+            _empty_step[double](self, self.parameters, self.gradients, self.state1, self.state2,
+                                lr)
+        self.step += 1
+        self.batches_done += 1
+
+
+cdef int _empty_step(BatchStepper self, floating[::1] params, floating[::1] grads,
+                     floating[::1] state1, floating[::1] state2, double lr) except -1:
+    cdef floating* s1 = &state1[0] if state1.shape[0] > 0 else NULL
+    cdef floating* s2 = &state2[0] if state2.shape[0] > 0 else NULL
+    with nogil:
+        _optimizer_step(&params[0], &grads[0], s1, s2, &self.layout.c, self.optimizer,
+                        <floating> lr, <floating> self.momentum, <floating> self.beta1,
+                        <floating> self.beta2, <floating> self.eps,
+                        <floating> self.weight_decay, self.step + 1)
+    return 0
+
 
 cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
               const floating[:, ::1] X,            # IN (n, sizes[0])

@@ -32,6 +32,7 @@ from cmlp._validation import (
     positive_float,
     positive_int,
 )
+from cmlp.callbacks import Checkpoint
 from cmlp.history import History
 from cmlp.optimizers import Optimizer, make_optimizer, optimizer_for
 from cmlp.schedules import Schedule, make_schedule
@@ -377,7 +378,7 @@ class Network:
             verbose: int = 1, progress: bool = False, on_epoch_end: Callable | None = None,
             checkpoint=None, initial_epoch: int = 0, history: History | None = None,
             checkpoint_metadata: dict | None = None,
-            divergence_factor: float | None = DIVERGENCE_FACTOR) -> History:
+            divergence_factor: float | None = DIVERGENCE_FACTOR, comm=None) -> History:
         """Train on (X, y) with mini-batch gradient descent; returns a History
         of per-epoch records (``loss``, ``accuracy``, ``lr``, ``seconds``,
         ``val_*``).
@@ -432,12 +433,55 @@ class Network:
         divergence_factor : an epoch whose training loss exceeds this times
             max(1, the loss the network had when the run began) counts as
             diverged (default 1e6); None leaves only NaN/inf as divergence.
+        comm : an mpi4py communicator (e.g. ``MPI.COMM_WORLD``): train
+            synchronously data-parallel over its ranks (cmlp.distributed;
+            needs ``pip install "cmlp[mpi]"``). Every rank passes the same
+            X, y and arguments; ``batch_size`` is the global batch, of which
+            each rank trains its share; the gradients are summed over ranks
+            every step, so every rank ends with the same parameters, the
+            ones one process gets at that batch size (up to the order of
+            sums). Only rank 0 prints and writes checkpoints. A rank that
+            raises aborts the whole job (``comm.Abort``) instead of leaving
+            the others waiting.
 
         Raises ValueError for bad arguments and when training diverges (a
         NaN/inf loss or parameters, or see divergence_factor): the network
         is then put back where the failing epoch started (parameters,
         optimizer state and counters), never left diverged.
         """
+        if comm is not None:
+            from cmlp import distributed
+            distributed.mpi()
+            if gradient_hook is not None:
+                raise ValueError("comm= brings its own gradient hook (the allreduce): give "
+                                 "gradient_hook or comm, not both")
+            if comm.rank != 0:          # rank 0 alone prints and writes checkpoints
+                verbose, progress, checkpoint = 0, False, None
+                callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
+            arguments = dict(locals())
+            for name in ("self", "X", "y", "comm", "distributed", "__class__"):
+                arguments.pop(name, None)
+            def train():
+                distributed.synchronize_streams(self, comm)
+                return self._fit(X, y, comm=comm, **arguments)
+            return distributed.abort_on_error(comm, train)
+        return self._fit(X, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                         momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+                         shuffle=shuffle, sample_weight=sample_weight,
+                         class_weight=class_weight, validation_data=validation_data,
+                         validation_split=validation_split, early_stopping=early_stopping,
+                         patience=patience, min_delta=min_delta, callbacks=callbacks,
+                         gradient_hook=gradient_hook, verbose=verbose, progress=progress,
+                         on_epoch_end=on_epoch_end, checkpoint=checkpoint,
+                         initial_epoch=initial_epoch, history=history,
+                         checkpoint_metadata=checkpoint_metadata,
+                         divergence_factor=divergence_factor)
+
+    def _fit(self, X, y, *, epochs, batch_size, lr, optimizer, momentum, weight_decay,
+             schedule, shuffle, sample_weight, class_weight, validation_data,
+             validation_split, early_stopping, patience, min_delta, callbacks, gradient_hook,
+             verbose, progress, on_epoch_end, checkpoint, initial_epoch, history,
+             checkpoint_metadata, divergence_factor, comm=None) -> History:
         epochs = positive_int(epochs, "epochs", minimum=0)
         batch_size = positive_int(batch_size, "batch_size")
         initial_epoch = positive_int(initial_epoch, "initial_epoch", minimum=0)
@@ -461,12 +505,18 @@ class Network:
             raise RuntimeError("this network is already training (a fit or partial_fit is "
                                "running on it, in another thread or a callback)")
         try:
-            run = TrainingRun(self, data, validation=validation, epochs=epochs,
-                              batch_size=batch_size, optimizer=opt, schedule=schedule,
-                              shuffle=shuffle, callbacks=[*shorthands, *callbacks],
-                              gradient_hook=gradient_hook, history=history,
-                              initial_epoch=initial_epoch, config=config,
-                              divergence_factor=divergence_factor)
+            common = dict(validation=validation, epochs=epochs, batch_size=batch_size,
+                          optimizer=opt, schedule=schedule, shuffle=shuffle,
+                          callbacks=[*shorthands, *callbacks], history=history,
+                          initial_epoch=initial_epoch, config=config,
+                          divergence_factor=divergence_factor)
+            if comm is None:
+                run = TrainingRun(self, data, gradient_hook=gradient_hook, **common)
+            else:
+                from cmlp import distributed
+                opt.bind(self.parameters.size, self.dtype)
+                distributed.synchronize_state(self, opt, comm)
+                run = distributed.DataParallelRun(self, data, comm=comm, **common)
             self.optimizer = opt
             if data[2].size:             # float targets: remember their shape for predict
                 self._target_ndim = 1 if np.ndim(y) == 1 else 2

@@ -1,0 +1,86 @@
+"""Data-parallel training over MPI (cmlp.distributed): jobs run under the
+mpiexec of the MPICH wheel the test extra installs."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import ENV, TESTS_DIR
+
+MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+SCRIPTS = os.path.join(TESTS_DIR, "mpi")
+
+
+def mpirun(ranks, script, *args, timeout=600):
+    return subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable,
+                           os.path.join(SCRIPTS, script), *map(str, args)],
+                          env=ENV, cwd=TESTS_DIR, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("ranks,rows,batch", [
+    (2, 403, 37),          # shares of 19 and 18 rows
+    (3, 403, 37),          # 13/12/12, last batch 33 rows: 11 each
+    (3, 402, 40),          # last batch of 2 rows: rank 2's share is empty
+])
+def test_data_parallel_fit_equals_one_process(ranks, rows, batch):
+    # 2 epochs of SGD and Adam, with and without sample weights, float32 and
+    # float64: the ranks' parameters and histories are identical, and equal
+    # one process at the same global batch size up to the order of sums.
+    result = mpirun(ranks, "fit_equivalence.py", rows, batch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cases = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(cases) == 8
+    for case in cases:
+        tolerance = 1e-5 if case["dtype"] == "float32" else 1e-12
+        assert case["relative"] < tolerance, case
+        assert case["loss_relative"] < tolerance, case
+        assert case["ranks_equal"] and case["histories_equal"], case
+
+
+def test_a_failing_rank_aborts_the_job_instead_of_hanging():
+    start = time.monotonic()
+    result = mpirun(2, "one_rank_fails.py", timeout=120)
+    assert result.returncode != 0
+    assert "rank 1 of 2 failed, aborting the job" in result.stderr
+    assert "X contains NaN or infinite values" in result.stderr
+    assert "finished" not in result.stdout
+    assert time.monotonic() - start < 60
+
+
+SINGLE = """
+import sys
+import numpy as np
+from cmlp import Network
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((50, 6)), rng.integers(0, 3, 50)
+if sys.argv[1] == "missing":
+    sys.modules["mpi4py"] = None          # as if the mpi extra were not installed
+    try:
+        Network([6, 4, 3]).fit(X, y, comm=object(), verbose=0)
+    except ImportError as exc:
+        print(exc)
+else:
+    from mpi4py import MPI
+    try:
+        Network([6, 4, 3]).fit(X, y, comm=MPI.COMM_SELF, gradient_hook=lambda g, w: None)
+    except ValueError as exc:
+        print(exc)
+    a, b = Network([6, 4, 3], seed=1), Network([6, 4, 3], seed=1)
+    a.fit(X, y, comm=MPI.COMM_SELF, epochs=2, batch_size=8, optimizer="adam", verbose=0)
+    b.fit(X, y, epochs=2, batch_size=8, optimizer="adam", verbose=0)
+    print("one rank equals no comm:", np.array_equal(a.parameters, b.parameters))
+"""
+
+
+def test_comm_errors_and_a_one_rank_communicator():
+    missing = subprocess.run([sys.executable, "-c", SINGLE, "missing"], env=ENV, cwd=TESTS_DIR,
+                             capture_output=True, text=True, timeout=120)
+    assert 'pip install "cmlp[mpi]"' in missing.stdout, missing.stderr[-2000:]
+    single = subprocess.run([sys.executable, "-c", SINGLE, "self"], env=ENV, cwd=TESTS_DIR,
+                            capture_output=True, text=True, timeout=120)
+    assert "give gradient_hook or comm, not both" in single.stdout, single.stderr[-2000:]
+    assert "one rank equals no comm: True" in single.stdout
