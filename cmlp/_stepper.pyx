@@ -112,11 +112,7 @@ cdef class BatchStepper:
         self.n_correct = self.rows_done = 0
         if order.shape[0] and not (0 <= np.min(order) and np.max(order) < self.X.shape[0]):
             raise ValueError("order holds rows outside the data")
-        n_state = {OPT_SGD: 0, OPT_MOMENTUM: 1, OPT_NESTEROV: 1, OPT_ADAM: 2}.get(self.optimizer)
-        if n_state is None or any(
-                state.shape[0] != self.parameters.shape[0]
-                for state in (self.state1, self.state2)[:n_state]):
-            raise ValueError("the optimizer kind and its state buffers do not fit")
+        self._check_optimizer()
         if self.parameters.dtype == np.float32:
             _run[float](self, self.parameters, self.gradients, self.X, self.targets,
                         self.weights, self.work, self.batch_X, self.batch_targets,
@@ -126,6 +122,14 @@ cdef class BatchStepper:
                          self.weights, self.work, self.batch_X, self.batch_targets,
                          self.batch_weights, self.state1, self.state2, order, lr)
         return self.loss_sum, self.n_correct, self.rows_done
+
+    def _check_optimizer(self):
+        # The C step reads as many state buffers as the kind needs: they must fit.
+        n_state = {OPT_SGD: 0, OPT_MOMENTUM: 1, OPT_NESTEROV: 1, OPT_ADAM: 2}.get(self.optimizer)
+        if n_state is None or any(
+                state.shape[0] != self.parameters.shape[0]
+                for state in (self.state1, self.state2)[:n_state]):
+            raise ValueError("the optimizer kind and its state buffers do not fit")
 
     def empty_step(self, double lr):
         """One optimizer step to which this process contributes no rows (a
@@ -137,11 +141,7 @@ cdef class BatchStepper:
             raise ValueError("empty_step is for data-parallel runs: it needs a gradient hook")
         if self.decay_per_sample and self.weight_decay != 0:
             raise ValueError("empty_step has no batch weight to scale a per-sample decay by")
-        n_state = {OPT_SGD: 0, OPT_MOMENTUM: 1, OPT_NESTEROV: 1, OPT_ADAM: 2}.get(self.optimizer)
-        if n_state is None or any(
-                state.shape[0] != self.parameters.shape[0]
-                for state in (self.state1, self.state2)[:n_state]):
-            raise ValueError("the optimizer kind and its state buffers do not fit")
+        self._check_optimizer()
         self.gradients[...] = 0
         self.gradient_hook(self.gradients, 0.0)
         if self.parameters.dtype == np.float32:

@@ -33,6 +33,14 @@ def adam_without_state():
     s.run(np.arange(10, dtype=np.intp), 0.1)
 
 
+def empty_step_with(optimizer=0, hook=True, per_sample=False):
+    s = stepper()
+    s.optimizer = optimizer
+    s.gradient_hook = (lambda g, w: None) if hook else None
+    s.decay_per_sample, s.weight_decay = per_sample, (0.1 if per_sample else 0.0)
+    s.empty_step(0.1)
+
+
 ENGINE_CALLS = {
     "forward, short parameters": lambda: _engine.forward[float](P[:5], L, z(2, 4), z(2, 3)),
     "forward, wrong input width": lambda: _engine.forward[float](P, L, z(2, 7), z(2, 3)),
@@ -73,6 +81,9 @@ ENGINE_CALLS = {
     "BatchStepper, rows outside the data": lambda: stepper().run(
         np.array([0, 99], np.intp), 0.1),
     "BatchStepper, Adam without its state": adam_without_state,
+    "BatchStepper.empty_step without a hook": lambda: empty_step_with(hook=False),
+    "BatchStepper.empty_step, Adam without its state": lambda: empty_step_with(optimizer=3),
+    "BatchStepper.empty_step, per-sample decay": lambda: empty_step_with(per_sample=True),
 }
 
 
