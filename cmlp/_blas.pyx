@@ -25,6 +25,11 @@ cdef extern from "dlfcn.h" nogil:
     int RTLD_NOLOAD
 
 ctypedef const char* (*corename_t)() noexcept nogil
+ctypedef int (*get_threads_t)() noexcept nogil
+ctypedef void (*set_threads_t)(int) noexcept nogil
+
+cdef get_threads_t _get_threads = NULL
+cdef set_threads_t _set_threads = NULL
 
 
 cdef bint _detect_small_gemm() noexcept:
@@ -44,6 +49,19 @@ cdef bint _detect_small_gemm() noexcept:
                  b"openblas_get_corename", b"openblas_get_corename64_"):
         corename = <corename_t> dlsym(handle, name)
         if corename != NULL:
+            break
+    # OpenBLAS's thread count, for blas_threads(): the library stays loaded
+    # (scipy holds it), so the pointers stay valid after dlclose.
+    global _get_threads, _set_threads
+    for name in (b"scipy_openblas_get_num_threads", b"scipy_openblas_get_num_threads64_",
+                 b"openblas_get_num_threads", b"openblas_get_num_threads64_"):
+        _get_threads = <get_threads_t> dlsym(handle, name)
+        if _get_threads != NULL:
+            break
+    for name in (b"scipy_openblas_set_num_threads", b"scipy_openblas_set_num_threads64_",
+                 b"openblas_set_num_threads", b"openblas_set_num_threads64_"):
+        _set_threads = <set_threads_t> dlsym(handle, name)
+        if _set_threads != NULL:
             break
     if corename != NULL:
         core = corename()
@@ -112,3 +130,16 @@ cdef void axpy(blas_int n, floating alpha, const floating* x,
         saxpy(&n, &alpha, <float*> x, &inc, y, &inc)
     else:
         daxpy(&n, &alpha, <double*> x, &inc, y, &inc)
+
+
+def blas_threads(set_to=None):
+    """The thread count of the OpenBLAS behind scipy's BLAS, which cmlp
+    calls (None if it is another BLAS); with `set_to`, then set it to that.
+    Returns the count before the change, to restore it with
+    blas_threads(count)."""
+    if _get_threads == NULL or _set_threads == NULL:
+        return None
+    cdef int before = _get_threads()
+    if set_to is not None:
+        _set_threads(max(1, int(set_to)))
+    return before

@@ -130,6 +130,11 @@ def build_parser():
                        help="write a PNG of the loss/accuracy/lr curves (needs matplotlib)")
     train.add_argument("--progress", action="store_true",
                        help="show a progress bar within each epoch (needs tqdm)")
+    train.add_argument("--mpi", action="store_true",
+                       help="train data-parallel over the ranks of an MPI job: run as "
+                            "'mpiexec -n N cmlp train --mpi ...'; every rank loads the data, "
+                            "--batch-size is the global batch, rank 0 alone prints and writes "
+                            "files (needs the mpi extra)")
     plot = commands.add_parser(
         "plot", help="draw the training curves of a checkpoint or saved model",
         description="Write a PNG of the per-epoch curves stored in a file from "
@@ -208,6 +213,16 @@ def resume_options(args, explicit):
 def train(args, explicit=()):
     start = time.perf_counter()
     resumed = fit_kwargs = None
+    comm = None
+    if args.mpi:
+        from cmlp import distributed
+        comm = distributed.mpi().COMM_WORLD
+        if args.resume:
+            raise _UsageError("cmlp train: --resume does not work with --mpi yet")
+        if args.progress:
+            raise _UsageError("cmlp train: --progress does not work with --mpi")
+    lead = comm is None or comm.rank == 0     # the rank that prints and writes files
+    say = print if lead else (lambda *a, **k: None)
     if args.resume:
         resumed, fit_kwargs = resume_options(args, explicit)
 
@@ -218,7 +233,7 @@ def train(args, explicit=()):
                              dtype=args.dtype, seed=args.seed, dropout=args.dropout)
     if net.sizes != (X_train.shape[1], *args.hidden, n_classes):
         raise ValueError(f"the checkpoint's network {list(net.sizes)} does not fit this data")
-    print(f"{net}: {X_train.shape[0]} train, {X_test.shape[0]} test samples "
+    say(f"{net}: {X_train.shape[0]} train, {X_test.shape[0]} test samples "
           f"(loaded in {time.perf_counter() - start:.1f}s)", flush=True)
 
     # Standardizing the inputs (one scalar mean and std from the training set)
@@ -238,7 +253,8 @@ def train(args, explicit=()):
     checkpoint = Checkpoint(args.checkpoint, {"cli": cli}) if args.checkpoint else None
     if checkpoint is not None:
         callbacks.append(checkpoint)
-    callbacks.append(Report(held_out, args.epochs))
+    if lead:
+        callbacks.append(Report(held_out, args.epochs))
     if fit_kwargs is None:
         fit_kwargs = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           optimizer=args.optimizer, momentum=args.momentum,
@@ -247,31 +263,31 @@ def train(args, explicit=()):
                           validation_split=0.1 if args.early_stopping else 0.0)
     else:
         del fit_kwargs["checkpoint"]
-        print(f"resuming {args.resume} after epoch {fit_kwargs['initial_epoch']}", flush=True)
+        say(f"resuming {args.resume} after epoch {fit_kwargs['initial_epoch']}", flush=True)
     if args.plot:
         load_plotting()          # fail now, not after the training
     try:
         history = net.fit(scale(X_train), y_train, verbose=0, progress=args.progress,
-                          callbacks=callbacks, **fit_kwargs)
+                          callbacks=callbacks, comm=comm, **fit_kwargs)
     except KeyboardInterrupt:
         if checkpoint is not None and checkpoint.written:
-            print(f"cmlp: interrupted; {args.checkpoint} holds every finished batch: continue "
+            say(f"cmlp: interrupted; {args.checkpoint} holds every finished batch: continue "
                   f"with 'cmlp train --resume {args.checkpoint}'", file=sys.stderr)
         elif checkpoint is not None:
-            print("cmlp: interrupted before training began; no checkpoint written",
+            say("cmlp: interrupted before training began; no checkpoint written",
                   file=sys.stderr)
         raise
     if args.early_stopping and history.best_epoch is not None:
-        print(f"kept the weights of epoch {history.best_epoch} (best {held_out} loss)")
+        say(f"kept the weights of epoch {history.best_epoch} (best {held_out} loss)")
     if args.standardize:
         net.fold_input_standardization(mean, std)
-    if args.save:
+    if args.save and lead:
         net.save(args.save, history)
-        print(f"saved {args.save}")
-    if args.plot:
+        say(f"saved {args.save}")
+    if args.plot and lead:
         history.plot(args.plot, title=str(net))
-        print(f"plotted {args.plot}")
-    print(f"test accuracy: {net.evaluate(X_test, y_test)['accuracy']:.4f}")
+        say(f"plotted {args.plot}")
+    say(f"test accuracy: {net.evaluate(X_test, y_test)['accuracy']:.4f}")
     return 0
 
 

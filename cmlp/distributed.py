@@ -24,16 +24,22 @@ Design
   same and decisions taken from it (divergence, early stopping) agree.
 * An exception on one rank would leave the others waiting in a collective
   forever: fit(comm=) reports it and calls comm.Abort(1) instead.
+* While a rank trains, its BLAS threads are capped at its share of the
+  host's cores (blas_share): OpenBLAS's one-thread-per-core default in
+  every rank oversubscribes the cores and spins.
 
 mpi4py is an optional extra: `pip install "cmlp[mpi]"`.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import traceback
 
 import numpy as np
 
+from cmlp import _blas
 from cmlp.training import TrainingRun
 
 
@@ -70,6 +76,31 @@ def synchronize_state(network, optimizer, comm):
         comm.Bcast(buffer, root=0)
     optimizer.step, network._batches_done = comm.bcast(
         (optimizer.step, network._batches_done), root=0)
+
+
+@contextlib.contextmanager
+def blas_share(comm):
+    """While training, cap the BLAS threads of each rank at its share of
+    this host's cores. OpenBLAS starts one thread per core in every process;
+    two ranks on two cores would run four spinning threads (measured: a
+    2-rank MNIST epoch 11.7 s instead of 0.24 s)."""
+    MPI = mpi()
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        per_host = local.Get_size()
+    finally:
+        local.Free()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cap = max(1, (cores or 1) // per_host)
+    before = _blas.blas_threads()
+    lowered = before is not None and before > cap
+    if lowered:
+        _blas.blas_threads(cap)
+    try:
+        yield cap
+    finally:
+        if lowered:
+            _blas.blas_threads(before)
 
 
 def abort_on_error(comm, fn):

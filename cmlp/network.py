@@ -463,7 +463,8 @@ class Network:
                 arguments.pop(name, None)
             def train():
                 distributed.synchronize_streams(self, comm)
-                return self._fit(X, y, comm=comm, **arguments)
+                with distributed.blas_share(comm):
+                    return self._fit(X, y, comm=comm, **arguments)
             return distributed.abort_on_error(comm, train)
         return self._fit(X, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                          momentum=momentum, weight_decay=weight_decay, schedule=schedule,
