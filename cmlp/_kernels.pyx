@@ -10,10 +10,11 @@ Design
   the whole batch and are reported, not fed back into the arithmetic.
 * Matrix products go to BLAS (cmlp._blas); the elementwise work is plain C
   loops the compiler vectorises (-O3, no -ffast-math).
-* A single row (m == 1: online SGD, one-sample predict) bypasses gemm, whose
-  packing of the whole weight matrix costs ~100 us per call at 784 x 128;
-  the forward pass does so up to SMALL_BATCH rows, one row at a time. The
-  row kernels live in _row_kernels.h, compiled per ISA level (AVX-512,
+* A single row (m == 1: online SGD, one-sample predict) bypasses gemm,
+  which without OpenBLAS's small-matrix kernels packs the whole weight
+  matrix on every call (~50 us at 784 x 128); the forward pass may do so up
+  to SMALL_BATCH rows (when: see the enum below). The row kernels live in
+  _row_kernels.h, compiled per ISA level (AVX-512,
   AVX2, baseline) and picked by the CPU at load time, since a row's speed is
   that of one pass over W; they skip zero inputs (most MNIST pixels, half of
   ReLU outputs): 0 * w adds exactly nothing for the finite weights cmlp

@@ -458,25 +458,24 @@ class Network:
             if comm.rank != 0:          # rank 0 alone prints and writes checkpoints
                 verbose, progress, checkpoint = 0, False, None
                 callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
-            arguments = dict(locals())
-            for name in ("self", "X", "y", "comm", "distributed", "__class__"):
-                arguments.pop(name, None)
-            def train():
-                distributed.synchronize_streams(self, comm)
-                with distributed.blas_share(comm):
-                    return self._fit(X, y, comm=comm, **arguments)
-            return distributed.abort_on_error(comm, train)
-        return self._fit(X, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                         momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-                         shuffle=shuffle, sample_weight=sample_weight,
-                         class_weight=class_weight, validation_data=validation_data,
-                         validation_split=validation_split, early_stopping=early_stopping,
-                         patience=patience, min_delta=min_delta, callbacks=callbacks,
-                         gradient_hook=gradient_hook, verbose=verbose, progress=progress,
-                         on_epoch_end=on_epoch_end, checkpoint=checkpoint,
-                         initial_epoch=initial_epoch, history=history,
-                         checkpoint_metadata=checkpoint_metadata,
-                         divergence_factor=divergence_factor)
+        arguments = dict(
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+            weight_decay=weight_decay, schedule=schedule, shuffle=shuffle,
+            sample_weight=sample_weight, class_weight=class_weight,
+            validation_data=validation_data, validation_split=validation_split,
+            early_stopping=early_stopping, patience=patience, min_delta=min_delta,
+            callbacks=callbacks, gradient_hook=gradient_hook, verbose=verbose,
+            progress=progress, on_epoch_end=on_epoch_end, checkpoint=checkpoint,
+            initial_epoch=initial_epoch, history=history,
+            checkpoint_metadata=checkpoint_metadata, divergence_factor=divergence_factor)
+        if comm is None:
+            return self._fit(X, y, **arguments)
+
+        def train():
+            distributed.synchronize_streams(self, comm)
+            with distributed.blas_share(comm):
+                return self._fit(X, y, comm=comm, **arguments)
+        return distributed.abort_on_error(comm, train)
 
     def _fit(self, X, y, *, epochs, batch_size, lr, optimizer, momentum, weight_decay,
              schedule, shuffle, sample_weight, class_weight, validation_data,
