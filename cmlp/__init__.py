@@ -18,7 +18,8 @@ from cmlp.callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
 from cmlp.history import History
 from cmlp.network import Network, load_history
 from cmlp.optimizers import SGD, Adam
+from cmlp.training import TrainingDiverged
 
-__all__ = ["Network", "History", "load_history", "SGD", "Adam", "Callback", "Checkpoint",
-           "EarlyStopping", "ProgressBar"]
+__all__ = ["Network", "History", "load_history", "SGD", "Adam", "TrainingDiverged", "Callback",
+           "Checkpoint", "EarlyStopping", "ProgressBar"]
 __version__ = "0.1.0"

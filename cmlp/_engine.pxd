@@ -54,12 +54,14 @@ cdef floating* forward_pass(floating* work, const floating* params,
 # x_next (fused SGD at m == 1 only, else NULL): the next row to train on; its
 # layer-1 pre-activation is computed in the same pass over W1 as the update
 # and left in layer 1's slot, for forward_pass(..., first_layer_done=True).
+# gradient_scale multiplies every gradient (through dL/dz_out, m x k values:
+# no pass over the gradient buffer), e.g. a data-parallel rank's share.
 cdef double backward_pass(floating* grads, floating* params, floating* work,
                           const Layout* layout, const floating* X,
                           const int32_t* labels, const floating* targets,
                           const floating* weights, Py_ssize_t m, bint train,
                           floating sgd_lr, Py_ssize_t* n_correct,
-                          const floating* x_next=*) noexcept nogil
+                          const floating* x_next=*, floating gradient_scale=*) noexcept nogil
 
 # Seconds on the monotonic clock.
 cdef double monotonic_seconds() noexcept nogil

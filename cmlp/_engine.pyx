@@ -206,8 +206,9 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
                           const int32_t* labels, const floating* targets,
                           const floating* weights, Py_ssize_t m, bint train,
                           floating sgd_lr, Py_ssize_t* n_correct,
-                          const floating* x_next=NULL) noexcept nogil:
-    cdef Py_ssize_t l, L = layout.n_layers, n = 0
+                          const floating* x_next=NULL,
+                          floating gradient_scale=1) noexcept nogil:
+    cdef Py_ssize_t i, l, L = layout.n_layers, n = 0
     cdef Py_ssize_t k = layout.sizes[L]
     # offset: where the slot of layer l - 1 (this layer's input) starts.
     cdef Py_ssize_t offset = layout.act_width - k
@@ -227,6 +228,9 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
         n_correct[0] = 0
     if grads == NULL and not isfinite(loss):
         return loss            # fused SGD: leave the parameters as they are
+    if gradient_scale != 1:
+        for i in range(m * k):
+            dz[i] *= gradient_scale
     for l in range(L - 1, -1, -1):
         # a_prev is this layer's input: X, or what layer l - 1 handed on.
         slot = NULL

@@ -33,8 +33,17 @@ cdef class BatchStepper:
     cdef public unsigned long long batches_done
     cdef public unsigned long long dropout_key
     # Called with the GIL as hook(gradients, batch_weight) between a batch's
-    # gradients and its optimizer step; None for no hook.
+    # gradients and its optimizer step, for every batch (also one whose loss
+    # is non-finite, which is then not applied); None for no hook.
     cdef public object gradient_hook
+    # Set before each hook call to the batch's loss sum and weight total. A
+    # hook that reduces over processes may overwrite them with the global
+    # figures: a non-finite hook_loss stops the run at this batch (on every
+    # process alike), and per-sample decay divides by hook_weight.
+    cdef public double hook_loss, hook_weight
+    # Multiplies each batch's gradient, applied to dL/dz_out (no pass over
+    # the buffer): a data-parallel rank's share of the global batch mean.
+    cdef public double gradient_scale
     # The latest run's progress: whole batches done, as far as they went.
     cdef readonly double loss_sum
     cdef readonly Py_ssize_t n_correct, rows_done

@@ -82,6 +82,7 @@ cdef class BatchStepper:
         self.optimizer = OPT_SGD
         self.state1 = self.state2 = np.empty(0, dtype=dtype)
         self.gradient_hook = None
+        self.gradient_scale = 1.0
 
     def set_state(self, state1, state2):
         """The optimizer's state buffers (n_params) or empty, updated in place."""
@@ -139,29 +140,40 @@ cdef class BatchStepper:
         the counters advance as for a batch."""
         if self.gradient_hook is None:
             raise ValueError("empty_step is for data-parallel runs: it needs a gradient hook")
-        if self.decay_per_sample and self.weight_decay != 0:
-            raise ValueError("empty_step has no batch weight to scale a per-sample decay by")
         self._check_optimizer()
         self.gradients[...] = 0
+        self.hook_loss, self.hook_weight = 0.0, 0.0
         self.gradient_hook(self.gradients, 0.0)
+        if not isfinite(self.hook_loss):
+            raise ValueError(
+                "the training loss became non-finite on another process; the learning "
+                "rate is probably too high for this data")
+        decay = self.weight_decay
+        if self.decay_per_sample and decay != 0:
+            if not self.hook_weight > 0:
+                raise ValueError("empty_step needs the hook to give the global batch weight "
+                                 "(hook_weight) to scale a per-sample decay by")
+            decay /= self.hook_weight
         if self.parameters.dtype == np.float32:
-            _empty_step[float](self, self.parameters, self.gradients, self.state1, self.state2, lr)
+            _empty_step[float](self, self.parameters, self.gradients, self.state1, self.state2,
+                               lr, decay)
         else:
             _empty_step[double](self, self.parameters, self.gradients, self.state1, self.state2,
-                                lr)
+                                lr, decay)
         self.step += 1
         self.batches_done += 1
 
 
 cdef int _empty_step(BatchStepper self, floating[::1] params, floating[::1] grads,
-                     floating[::1] state1, floating[::1] state2, double lr) except -1:
+                     floating[::1] state1, floating[::1] state2, double lr,
+                     double weight_decay) except -1:
     cdef floating* s1 = &state1[0] if state1.shape[0] > 0 else NULL
     cdef floating* s2 = &state2[0] if state2.shape[0] > 0 else NULL
     with nogil:
         _optimizer_step(&params[0], &grads[0], s1, s2, &self.layout.c, self.optimizer,
                         <floating> lr, <floating> self.momentum, <floating> self.beta1,
                         <floating> self.beta2, <floating> self.eps,
-                        <floating> self.weight_decay, self.step + 1)
+                        <floating> weight_decay, self.step + 1)
     return 0
 
 
@@ -193,6 +205,7 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
     cdef floating f_lr = <floating> lr, f_momentum = <floating> self.momentum
     cdef floating f_beta1 = <floating> self.beta1, f_beta2 = <floating> self.beta2
     cdef floating f_eps = <floating> self.eps, f_decay = <floating> self.weight_decay
+    cdef floating f_scale = <floating> self.gradient_scale
     cdef floating* s1 = &state1[0] if state1.shape[0] > 0 else NULL
     cdef floating* s2 = &state2[0] if state2.shape[0] > 0 else NULL
     cdef const int32_t* lab = &batch_labels[0] if softmax else NULL
@@ -232,22 +245,31 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
             # pass over W1 as this step's update (linear_backward_sgd_next_forward).
             x_next = &X[order[start + 1], 0] if fused and batch == 1 and start + 1 < n else NULL
             loss = backward_pass(NULL if fused else &grads[0], &params[0], &work[0, 0],
-                                 layout, x, lab, tgt, w, m, True, f_lr, &hits, x_next)
+                                 layout, x, lab, tgt, w, m, True, f_lr, &hits, x_next,
+                                 f_scale)
             next_ready = x_next != NULL
-            if not isfinite(loss):
-                finite = False
-                break
             if hooked or per_sample:
                 batch_weight = m
                 if weighted:
                     batch_weight = 0
                     for i in range(m):
                         batch_weight += w[i]
-                if per_sample:
-                    f_decay = <floating> (self.weight_decay / batch_weight)
             if hooked:
+                # Called even when the loss is non-finite: a hook that is a
+                # collective must be reached by every process, and tells
+                # them all through hook_loss whether any of them diverged.
+                self.hook_loss, self.hook_weight = loss, batch_weight
                 with gil:
                     self.gradient_hook(self.gradients, batch_weight)
+                batch_weight = self.hook_weight
+                if not isfinite(self.hook_loss):
+                    finite = False
+            if not isfinite(loss):
+                finite = False
+            if not finite:
+                break
+            if per_sample:
+                f_decay = <floating> (self.weight_decay / batch_weight)
             if not fused:
                 _optimizer_step(&params[0], &grads[0], s1, s2, layout, kind, f_lr,
                                 f_momentum, f_beta1, f_beta2, f_eps, f_decay, self.step + 1)

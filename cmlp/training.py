@@ -14,8 +14,9 @@ Design
   network and optimizer after every C call, also when the call stops
   early: after Ctrl-C or an error, parameters, optimizer state and counters
   describe the same point, the end of the last completed batch.
-* A diverged epoch raises ValueError and puts the network back where that
-  epoch started (parameters, optimizer state and counters alike): a fit
+* A diverged epoch raises TrainingDiverged (a ValueError) and puts the
+  network back where that epoch started (parameters, optimizer state and
+  counters alike): a fit
   never returns or leaves behind NaN/inf, nor a finite but exploded model.
   Diverged means a non-finite loss or parameters, or an epoch's training
   loss above divergence_factor (default DIVERGENCE_FACTOR) x max(1, the
@@ -108,6 +109,13 @@ DIVERGENCE_FACTOR = 1e6
 REFERENCE_ROWS = 1024
 
 
+class TrainingDiverged(ValueError):
+    """Training diverged (a NaN/inf loss or parameters, or a loss above
+    divergence_factor times the initial one); the network is back where the
+    failing epoch started. A ValueError, so `except ValueError` catches it.
+    In a data-parallel run every rank decides it alike and raises it."""
+
+
 class TrainingRun:
     """One call of fit: `epochs` epochs of `optimizer` steps over `data`.
 
@@ -143,6 +151,9 @@ class TrainingRun:
         self.callbacks = stoppers + [c for c in callbacks if c not in stoppers]
         self.data, self.n_rows = data, data[0].shape[0]
         self.batch_size = min(batch_size, self.n_rows)
+        # The epoch's row count and weight total (the record's denominators).
+        self.epoch_rows = self.n_rows
+        self.epoch_weight = total_weight(data[3], self.n_rows)
 
         resume = network.__dict__.pop("_resume", None) or {}
         self.resume_best = resume.get("best")
@@ -151,8 +162,8 @@ class TrainingRun:
             self.position.update(resume["position"])
 
         optimizer.bind(network.parameters.size, network.dtype)
-        self.stepper = BatchStepper(network._layout, network._parameters, network._gradients,
-                                    *data, self.batch_size)
+        self.stepper = BatchStepper(network._layout, network._parameters,
+                                    self._gradient_buffer(), *data, self.batch_size)
         optimizer.configure(self.stepper)
         self.stepper.dropout_key = network._dropout_key
         self.stepper.batches_done = network._batches_done
@@ -167,18 +178,14 @@ class TrainingRun:
             callback.on_train_begin(self)
         stopped = self.early_stopping is not None and self.early_stopping.stopped
         try:
-            X, labels, targets, weights = self.data
-            head = min(self.n_rows, REFERENCE_ROWS)
-            self.reference_loss = self.network._evaluate(
-                X[:head], labels[:head], targets[:head],
-                weights[:head] if weights is not None else None)["loss"]
+            self.reference_loss = self._reference_loss()
             while not stopped and self.completed_epochs < self.epochs:
                 self.epoch = self.completed_epochs + 1
                 record = self._epoch()
                 self.history.append(record)
                 self.completed_epochs = self.epoch
-                stopped = any([callback.on_epoch_end(self, record)
-                               for callback in self.callbacks])
+                stopped = self._agree(any([callback.on_epoch_end(self, record)
+                                           for callback in self.callbacks]))
         except KeyboardInterrupt:
             for callback in self.callbacks:
                 callback.on_interrupt(self)
@@ -186,6 +193,35 @@ class TrainingRun:
         for callback in self.callbacks:
             callback.on_train_end(self)
         return self.history
+
+    def _gradient_buffer(self):
+        """Where the steps write each batch's gradients."""
+        return self.network._gradients
+
+    def _agree(self, stop):
+        """Whether to stop after this epoch (in a data-parallel run, rank 0's say)."""
+        return stop
+
+    def _reference_loss(self):
+        """The loss the network has as the run begins, on the first rows."""
+        X, labels, targets, weights = self.data
+        head = min(self.n_rows, REFERENCE_ROWS)
+        return self.network._evaluate(X[:head], labels[:head], targets[:head],
+                                      weights[:head])["loss"]
+
+    def _shuffle(self):
+        """Draw this epoch's order from the network's shuffling stream."""
+        self.order[:] = self.network._shuffle_rng.permutation(self.n_rows)
+
+    def _span(self, reporting):
+        """Rows per C call: the whole epoch, unless a callback reports progress."""
+        n_batches = -(-self.n_rows // self.batch_size)
+        return (self.n_rows if not reporting
+                else self.batch_size * max(1, n_batches // CALLS_PER_EPOCH))
+
+    def _validation_record(self):
+        """The validation metrics of the network as it is now."""
+        return self.network._evaluate(*self.validation)
 
     def _epoch(self):
         """Train one epoch (or what is left of it) and return its record."""
@@ -199,44 +235,40 @@ class TrainingRun:
         else:
             net._shuffle_rng.bit_generator.state = position["rng"]
         if self.shuffle:
-            self.order[:] = net._shuffle_rng.permutation(self.n_rows)
-        batch = self.batch_size
+            self._shuffle()
         reporting = [c for c in self.callbacks if c.wants_batches]
-        n_batches = -(-self.n_rows // batch)
-        span = self.n_rows if not reporting else batch * max(1, n_batches // CALLS_PER_EPOCH)
+        span = self._span(reporting)
         start_state = self._snapshot()
         for begin in range(position["rows_done"], self.n_rows, span):
             try:
-                rows = self._steps(self.order[begin:begin + span], rate)
+                rows = self._steps(begin, min(begin + span, self.n_rows), rate)
                 if not is_finite(net.parameters.reshape(1, -1)):
                     raise ValueError(f"the parameters became non-finite in epoch {self.epoch}; "
                                      "the learning rate is probably too high for this data")
             except ValueError as exc:
                 # Diverged: back to where this epoch started, everything consistent.
                 self._restore(start_state)
-                raise ValueError(f"{exc} (the network is back where epoch {self.epoch} "
-                                 "started)") from None
+                raise TrainingDiverged(f"{exc} (the network is back where epoch {self.epoch} "
+                                       "started)") from None
             for callback in reporting:
                 callback.on_batches_end(self, rows)
 
-        seen, weights = self.n_rows, self.data[3]
         # Every row is visited once an epoch: the weights' total is known.
-        record = {"epoch": self.epoch,
-                  "loss": position["loss_sum"] / total_weight(weights, seen)}
+        record = {"epoch": self.epoch, "loss": position["loss_sum"] / self.epoch_weight}
         limit = self.divergence_factor * max(1.0, self.reference_loss)
         if not record["loss"] <= limit:
             self._restore(start_state)
-            raise ValueError(
+            raise TrainingDiverged(
                 f"training diverged in epoch {self.epoch}: its loss {record['loss']:.3g} is over "
                 f"{self.divergence_factor:.0e} x the loss the run began with ({self.reference_loss:.3g})"
                 f"; the learning rate is probably too high for this data (the network is "
                 f"back where epoch {self.epoch} started)")
         if net.output != "identity":
-            record["accuracy"] = position["n_correct"] / seen
+            record["accuracy"] = position["n_correct"] / self.epoch_rows
         record["lr"] = rate
         record["seconds"] = time.perf_counter() - start
         if self.validation is not None:
-            for key, value in net._evaluate(*self.validation).items():
+            for key, value in self._validation_record().items():
                 record["val_" + key] = value
         self.position = {"rows_done": 0, "loss_sum": 0.0, "n_correct": 0, "rng": None}
         return record
@@ -256,12 +288,13 @@ class TrainingRun:
         net._batches_done = stepper.batches_done = batches
         self.position = position
 
-    def _steps(self, order, rate):
-        """Run the batches of `order` in C; returns the rows trained. Copies
-        the counters and progress back however the call ends."""
+    def _steps(self, begin, end, rate):
+        """Run the batches of this epoch's rows order[begin:end] in C;
+        returns the rows trained. Copies the counters and progress back
+        however the call ends."""
         stepper, position = self.stepper, self.position
         try:
-            stepper.run(order, rate)
+            stepper.run(self.order[begin:end], rate)
         finally:
             self.optimizer.step = stepper.step
             self.network._batches_done = stepper.batches_done

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from cmlp import Network
+from cmlp import Network, TrainingDiverged
 from cmlp.callbacks import Callback, Checkpoint, EarlyStopping
 
 from helpers import ENV, TESTS_DIR, Crash, blobs, crash_after, popen_cli, run_cli
@@ -320,3 +320,19 @@ def test_batch_one_sgd_epoch_equals_one_row_at_a_time(dtype, activation):
     for i in range(len(X)):
         plain.partial_fit(X[i:i + 1], y[i:i + 1], batch_size=1, lr=0.05, shuffle=False)
     np.testing.assert_array_equal(fused.parameters, plain.parameters)
+
+
+def test_hook_is_called_for_a_batch_whose_loss_is_non_finite_then_the_fit_stops():
+    # A hook that is a collective (an allreduce) must be reached by every
+    # process at every batch, also the one where this process diverges;
+    # that batch is then not applied, and the fit raises TrainingDiverged.
+    X, y = blobs(n=64, seed=5)
+    X[40] = 1e308                           # finite, but overflows layer 1
+    net = Network([10, 16, 3], dtype="float64", seed=0)
+    start = net.parameters.copy()
+    calls = []
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        net.fit(X, y, epochs=1, batch_size=16, shuffle=False,
+                gradient_hook=lambda g, w: calls.append(w), verbose=0)
+    assert calls == [16.0, 16.0, 16.0]      # batches 1, 2 and the diverging 3rd
+    np.testing.assert_array_equal(net.parameters, start)
