@@ -184,10 +184,10 @@ class Report(Callback):
         return False
 
 
-def resume_options(args, explicit):
+def resume_options(args, explicit, comm=None):
     """Load the checkpoint of --resume: (network, fit kwargs), with args set
     to the run's options. Options given again must not conflict with it."""
-    resumed, fit_kwargs = Network.load_checkpoint(args.resume)
+    resumed, fit_kwargs = Network.load_checkpoint(args.resume, comm=comm)
     saved = fit_kwargs.pop("checkpoint_metadata").get("cli")
     if saved is None:
         raise ValueError(f"{args.resume!r} was not written by 'cmlp train --checkpoint'")
@@ -217,14 +217,12 @@ def train(args, explicit=()):
     if args.mpi:
         from cmlp import distributed
         comm = distributed.mpi().COMM_WORLD
-        if args.resume:
-            raise _UsageError("cmlp train: --resume does not work with --mpi yet")
         if args.progress:
             raise _UsageError("cmlp train: --progress does not work with --mpi")
     lead = comm is None or comm.rank == 0     # the rank that prints and writes files
     say = print if lead else (lambda *a, **k: None)
     if args.resume:
-        resumed, fit_kwargs = resume_options(args, explicit)
+        resumed, fit_kwargs = resume_options(args, explicit, comm)
 
     X_train, y_train, X_test, y_test = load_mnist(args.data)
     n_classes = int(max(y_train.max(), y_test.max())) + 1

@@ -378,7 +378,8 @@ class Network:
             verbose: int = 1, progress: bool = False, on_epoch_end: Callable | None = None,
             checkpoint=None, initial_epoch: int = 0, history: History | None = None,
             checkpoint_metadata: dict | None = None,
-            divergence_factor: float | None = DIVERGENCE_FACTOR, comm=None) -> History:
+            divergence_factor: float | None = DIVERGENCE_FACTOR, comm=None,
+            sharded: bool = False) -> History:
         """Train on (X, y) with mini-batch gradient descent; returns a History
         of per-epoch records (``loss``, ``accuracy``, ``lr``, ``seconds``,
         ``val_*``).
@@ -440,15 +441,22 @@ class Network:
             each rank trains its share; the gradients are summed over ranks
             every step, so every rank ends with the same parameters, the
             ones one process gets at that batch size (up to the order of
-            sums). Only rank 0 prints and writes checkpoints. A rank that
-            raises aborts the whole job (``comm.Abort``) instead of leaving
-            the others waiting.
+            sums). Only rank 0 prints and writes checkpoints. Divergence is
+            detected on every rank at the same step (each raises
+            TrainingDiverged); any other error on a rank aborts the whole
+            job (``comm.Abort``) instead of leaving the others waiting.
+        sharded : with comm, each rank passes only its own rows (and
+            validation data) instead of the same X, y: each shuffles its
+            rows locally, and every global step of ``batch_size`` rows takes
+            from each rank in proportion to its row count.
 
         Raises ValueError for bad arguments and when training diverges (a
         NaN/inf loss or parameters, or see divergence_factor): the network
         is then put back where the failing epoch started (parameters,
         optimizer state and counters), never left diverged.
         """
+        if sharded and comm is None:
+            raise ValueError("sharded=True splits the data over the ranks of comm: give comm")
         if comm is not None:
             from cmlp import distributed
             distributed.mpi()
@@ -474,14 +482,14 @@ class Network:
         def train():
             distributed.synchronize_streams(self, comm)
             with distributed.blas_share(comm):
-                return self._fit(X, y, comm=comm, **arguments)
+                return self._fit(X, y, comm=comm, sharded=bool(sharded), **arguments)
         return distributed.abort_on_error(comm, train)
 
     def _fit(self, X, y, *, epochs, batch_size, lr, optimizer, momentum, weight_decay,
              schedule, shuffle, sample_weight, class_weight, validation_data,
              validation_split, early_stopping, patience, min_delta, callbacks, gradient_hook,
              verbose, progress, on_epoch_end, checkpoint, initial_epoch, history,
-             checkpoint_metadata, divergence_factor, comm=None) -> History:
+             checkpoint_metadata, divergence_factor, comm=None, sharded=False) -> History:
         epochs = positive_int(epochs, "epochs", minimum=0)
         batch_size = positive_int(batch_size, "batch_size")
         initial_epoch = positive_int(initial_epoch, "initial_epoch", minimum=0)
@@ -516,7 +524,8 @@ class Network:
                 from cmlp import distributed
                 opt.bind(self.parameters.size, self.dtype)
                 distributed.synchronize_state(self, opt, comm)
-                run = distributed.DataParallelRun(self, data, comm=comm, **common)
+                run = distributed.DataParallelRun(self, data, comm=comm, sharded=sharded,
+                                                  **common)
             self.optimizer = opt
             if data[2].size:             # float targets: remember their shape for predict
                 self._target_ndim = 1 if np.ndim(y) == 1 else 2
@@ -526,7 +535,8 @@ class Network:
 
     def partial_fit(self, X, y, *, sample_weight=None, class_weight=None,
                     batch_size: int = 128, optimizer: str | Optimizer | None = None,
-                    lr: float | None = None, shuffle: bool = True) -> dict:
+                    lr: float | None = None, shuffle: bool = True, comm=None,
+                    sharded: bool = False) -> dict:
         """One pass over (X, y), continuing the network's training state.
 
         For data that arrives in pieces (streams, data too large for
@@ -538,7 +548,8 @@ class Network:
         SGD at lr 0.1); later, `lr` changes its rate in place (state kept)
         and `optimizer` replaces it. Returns the pass's record: ``loss``
         (and ``accuracy``) over the batches, measured before each update,
-        and ``seconds``.
+        and ``seconds``. `comm` and `sharded` as for `fit`: one data-parallel
+        pass over the ranks.
         """
         if optimizer is None and self.optimizer is not None:
             opt = self.optimizer
@@ -548,7 +559,7 @@ class Network:
             opt = make_optimizer("sgd" if optimizer is None else optimizer, lr)
         history = self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=opt,
                            shuffle=shuffle, sample_weight=sample_weight,
-                           class_weight=class_weight, verbose=0)
+                           class_weight=class_weight, verbose=0, comm=comm, sharded=sharded)
         record = dict(history.records[0])
         del record["epoch"]
         return record
@@ -556,7 +567,8 @@ class Network:
     # ------------------------------------------------------- checkpoints ----
 
     @classmethod
-    def load_checkpoint(cls, path, *, max_bytes: int | None = None) -> tuple[Network, dict]:
+    def load_checkpoint(cls, path, *, max_bytes: int | None = None,
+                        comm=None) -> tuple[Network, dict]:
         """Read a checkpoint that fit(..., checkpoint=path) was writing.
 
         Returns (network, fit_kwargs): ``network.fit(X, y, **fit_kwargs)``
@@ -566,25 +578,29 @@ class Network:
         to the run that was never interrupted. fit_kwargs also holds the
         run's ``checkpoint_metadata`` (e.g. the CLI's arguments).
         `resume` does both steps in one call. `max_bytes` as for `load`.
+        With an mpi4py `comm`, rank 0 alone reads the file and sends it to
+        the other ranks (for a data-parallel run resumed with ``comm=``).
         """
-        return persistence.load_checkpoint(cls, path, max_bytes)
+        return persistence.load_checkpoint(cls, path, max_bytes, comm)
 
     @classmethod
-    def resume(cls, path, X, y, *, epochs: int | None = None, **fit_kwargs
+    def resume(cls, path, X, y, *, epochs: int | None = None, comm=None, **fit_kwargs
                ) -> tuple[Network, History]:
         """Continue the run a checkpoint holds, on the same data: returns
         (network, history). `epochs` may extend the run; `fit_kwargs` are
         what the checkpoint cannot hold (validation_data, sample_weight,
         class_weight, callbacks, gradient_hook, verbose, progress,
-        on_epoch_end). The checkpoint goes on being written at `path`."""
-        net, saved = cls.load_checkpoint(path)
+        on_epoch_end, sharded). The checkpoint goes on being written at
+        `path`. With `comm`, the run goes on data-parallel over its ranks
+        (rank 0 reads the checkpoint and writes it)."""
+        net, saved = cls.load_checkpoint(path, comm=comm)
         clash = sorted(set(fit_kwargs) & set(saved))
         if clash:
             raise ValueError(f"{clash} come from the checkpoint and cannot be changed "
                              "when resuming (epochs may be extended)")
         if epochs is not None:
             saved["epochs"] = positive_int(epochs, "epochs", minimum=saved["initial_epoch"])
-        return net, net.fit(X, y, **saved, **fit_kwargs)
+        return net, net.fit(X, y, **saved, comm=comm, **fit_kwargs)
 
     def fold_input_standardization(self, mean, std) -> None:
         """Make a network trained on (X - mean) / std take raw X, exactly.

@@ -392,10 +392,24 @@ def write_checkpoint(run, path, metadata: dict | None = None) -> None:
     write(run.network, path, fields)
 
 
-def load_checkpoint(cls, path, max_bytes=None):
+def load_checkpoint(cls, path, max_bytes=None, comm=None):
     """(network, fit keyword arguments) to continue the run a checkpoint
-    holds; see Network.load_checkpoint."""
-    net, fields = read(cls, path, max_bytes)
+    holds; see Network.load_checkpoint. With an mpi4py `comm`, rank 0 reads
+    the file (the other ranks need not see it) and broadcasts its fields;
+    an unreadable file raises the same error on every rank."""
+    if comm is None:
+        net, fields = read(cls, path, max_bytes)
+    else:
+        outcome = None
+        if comm.rank == 0:
+            try:
+                outcome = (read(cls, path, max_bytes)[1], None)
+            except (OSError, ValueError, MemoryError) as exc:
+                outcome = (None, exc)
+        fields, error = comm.bcast(outcome, root=0)
+        if error is not None:
+            raise error
+        net, fields = _from_fields(cls, fields, os.fspath(path))
     if "checkpoint_epoch" not in fields:
         raise ValueError(f"{os.fspath(path)!r} is a model, not a checkpoint (no epoch state)")
     try:

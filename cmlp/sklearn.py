@@ -208,11 +208,13 @@ class _BaseMLP(BaseEstimator):
 
     # ---------------------------------------------------------- fitting ----
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit to (X, y), as scikit-learn's MLP does (warm_start continues)."""
-        return self._fit(X, y, sample_weight, incremental=False)
+    def fit(self, X, y, sample_weight=None, comm=None):
+        """Fit to (X, y), as scikit-learn's MLP does (warm_start continues).
+        With an mpi4py `comm`, every rank passes the same data and the fit
+        runs data-parallel over the ranks (see cmlp.Network.fit)."""
+        return self._fit(X, y, sample_weight, incremental=False, comm=comm)
 
-    def _fit(self, X, y, sample_weight, incremental, classes=None):
+    def _fit(self, X, y, sample_weight, incremental, classes=None, comm=None):
         hidden = self._check_params()
         reset = not ((self.warm_start and not incremental) or incremental) \
             or not hasattr(self, "network_")
@@ -235,7 +237,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         if not incremental or self.network_.optimizer is None:
             self.network_.optimizer = self._make_optimizer()
-        self._train(X, targets, sample_weight, epochs=1 if incremental else self.max_iter)
+        self._train(X, targets, sample_weight, epochs=1 if incremental else self.max_iter,
+                    comm=comm)
         return self
 
     def _initialize(self, n_features, targets, hidden, dtype):
@@ -273,7 +276,7 @@ class _BaseMLP(BaseEstimator):
         self.coefs_ = list(self.network_.weights)
         self.intercepts_ = list(self.network_.biases)
 
-    def _train(self, X, targets, sample_weight, epochs):
+    def _train(self, X, targets, sample_weight, epochs, comm=None):
         net = self.network_
         validation = None
         X_train, y_train, w_train = X, targets, sample_weight
@@ -304,7 +307,8 @@ class _BaseMLP(BaseEstimator):
         self._best_parameters = None
         net.fit(X_train, y_train, epochs=epochs, batch_size=batch, optimizer=net.optimizer,
                 schedule=schedule, shuffle=self.shuffle, sample_weight=w_train, verbose=0,
-                callbacks=[rule], divergence_factor=None)   # scikit-learn stops on NaN/inf only
+                callbacks=[rule], divergence_factor=None,   # scikit-learn stops on NaN/inf only
+                comm=comm)
         if self.early_stopping and self._best_parameters is not None:
             net._parameters[:] = self._best_parameters
         if epochs > 1 and not self._converged and self.n_iter_ >= self.max_iter:
@@ -317,7 +321,7 @@ class _BaseMLP(BaseEstimator):
         return rs if isinstance(rs, (int, np.integer)) else check_random_state(rs)
 
     def partial_fit(self, X, y, sample_weight=None, **kwargs):
-        """One epoch over (X, y), continuing the fitted state."""
+        """One epoch over (X, y), continuing the fitted state (`comm` as for fit)."""
         return self._fit(X, y, sample_weight, incremental=True, **kwargs)
 
     # --------------------------------------------------------- pickling ----
@@ -384,11 +388,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.searchsorted(self.classes_, y)
         return self._label_binarizer.transform(y).astype(np.float64)
 
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y); `classes` on the first call lists every class."""
+    def partial_fit(self, X, y, sample_weight=None, classes=None, comm=None):
+        """One epoch over (X, y); `classes` on the first call lists every
+        class. `comm` as for fit."""
         if not hasattr(self, "classes_") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
-        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes, comm=comm)
 
     def _proba(self, X):
         check_is_fitted(self, "network_")

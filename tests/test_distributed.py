@@ -6,7 +6,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+
+from cmlp import Network
 
 from helpers import ENV, TESTS_DIR
 
@@ -39,6 +42,72 @@ def test_data_parallel_fit_equals_one_process(ranks, rows, batch):
         assert case["relative"] < tolerance, case
         assert case["loss_relative"] < tolerance, case
         assert case["ranks_equal"] and case["histories_equal"], case
+
+
+@pytest.mark.parametrize("ranks,per_step,steps", [(2, 5, 4), (3, 3, 5)])
+def test_sharded_fit_equals_one_process_on_the_same_global_batches(ranks, per_step, steps):
+    # Each rank passes rows of its own. Unshuffled, global step s is every
+    # shard's rows of step s: one process on those batches end to end gives
+    # the same parameters, and the validation metrics of the ranks' own
+    # validation rows, combined, are those of their union. Then uneven,
+    # shuffled shards with a validation split and early stopping: the ranks
+    # still agree bit for bit.
+    result = mpirun(ranks, "sharded.py", per_step, steps)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cases = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [c["case"] for c in cases] == ["equal"] * 8 + ["uneven"]
+    for case in cases[:8]:
+        tolerance = 1e-5 if case["dtype"] == "float32" else 1e-12
+        assert case["relative"] < tolerance, case
+        assert case["metrics_relative"] < tolerance, case
+        assert case["ranks_equal"] and case["histories_equal"], case
+    uneven = cases[8]
+    assert uneven["ranks_equal"] and uneven["histories_equal"] and uneven["finite"], uneven
+    assert 1 <= uneven["epochs"] <= 6
+
+
+def test_sklearn_estimators_fit_data_parallel():
+    # alpha is scikit-learn's per-sample decay: it must divide by the global
+    # batch's weight, not the rank's share of it.
+    result = mpirun(3, "sklearn_fit.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    cases = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(cases) == 8
+    for case in cases:
+        tolerance = 1e-5 if case["dtype"] == "float32" else 1e-12
+        assert case["relative"] < tolerance, case
+        assert case["curve_relative"] < tolerance, case
+        assert case["n_iter"][0] == case["n_iter"][1], case
+        assert case["ranks_equal"] and case["curves_equal"], case
+
+
+def test_one_rank_diverging_stops_every_rank_alike_without_an_abort():
+    start = time.monotonic()
+    result = mpirun(2, "one_rank_diverges.py", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in ranks) == [0, 1]
+    for rank in ranks:
+        assert "non-finite" in rank["message"] and "back where epoch 1 started" in rank["message"]
+        assert rank["restored"] and rank["ranks_equal"], rank
+    assert time.monotonic() - start < 60
+
+
+def test_gradient_reducer_sums_like_allreduce_with_the_same_bits_on_every_rank():
+    # Shared memory on one host; shared memory within and an Allreduce
+    # across ranks grouped as 2 hosts (Horovod's hierarchical allreduce);
+    # plain Allreduce for hosts with different rank counts. Each step one
+    # rank (then none) raises the divergence flag: every rank must see it.
+    result = mpirun(4, "reducer.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    cases = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(cases) == 12
+    assert [c["shared_memory"] for c in cases] == [True] * 8 + [False] * 4
+    for case in cases:
+        tolerance = 1e-6 if case["dtype"] == "float32" else 1e-15
+        assert case["relative"] < tolerance, case
+        assert case["ranks_equal"], case
+        assert case["flags"] == [True] * 4 + [False], case
 
 
 def test_a_failing_rank_aborts_the_job_instead_of_hanging():
@@ -112,9 +181,27 @@ def test_cli_trains_over_mpi_and_only_rank_0_speaks(mnist_path, tmp_path):
     accuracy = [float(line.split()[-1]) for line in lines if line.startswith("test accuracy")]
     assert len(accuracy) == 1 and accuracy[0] > 0.9
     assert model.exists()
-    refused = subprocess.run(
-        [MPIEXEC, "-n", "1", sys.executable, "-m", "cmlp", "train", "--mpi", "--resume",
-         str(model)], env={**ENV, "CMLP_DATA": mnist_path}, cwd=TESTS_DIR,
-        capture_output=True, text=True, timeout=120)
-    assert refused.returncode != 0
-    assert "--resume does not work with --mpi yet" in refused.stderr
+
+
+def test_cli_resumes_a_data_parallel_run_exactly(mnist_path, tmp_path):
+    # Two epochs in one go, and one epoch then --resume for the second, both
+    # over 2 ranks: the same saved model, bit for bit. Rank 0 alone reads
+    # the checkpoint; a missing one fails every rank alike, without a hang.
+    def train(*args):
+        result = subprocess.run(
+            [MPIEXEC, "-n", "2", sys.executable, "-m", "cmlp", "train", "--mpi",
+             "--hidden", "32", "--no-standardize", *map(str, args)],
+            env={**ENV, "CMLP_DATA": mnist_path}, cwd=TESTS_DIR, capture_output=True, text=True,
+            timeout=600)
+        return result
+    whole, resumed, checkpoint = tmp_path / "whole.npz", tmp_path / "resumed.npz", tmp_path / "c.npz"
+    for result in (train("--epochs", 2, "--save", whole),
+                   train("--epochs", 1, "--checkpoint", checkpoint),
+                   train("--resume", checkpoint, "--epochs", 2, "--save", resumed)):
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming" in result.stdout
+    a, b = Network.load(whole), Network.load(resumed)
+    np.testing.assert_array_equal(a.parameters, b.parameters)
+    missing = train("--resume", tmp_path / "nowhere.npz")
+    assert missing.returncode != 0
+    assert missing.stderr.count("no model file at") == 2       # both ranks say so
