@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("bench_predict.py", "predict", "| cmlp float32 |"),
     ("bench_hook.py", "hook", "| batch 32 (16 batches) |"),
     ("bench_sklearn.py", "sklearn", "| digits (120x64, 2-fold) |"),
+    ("bench_distributed.py", "distributed", "| 784-512-256-10 | 512 |"),
 ])
 def test_bench_script_runs(tmp_path, script, kind, table):
     result = subprocess.run(
@@ -37,6 +38,13 @@ def test_bench_script_runs(tmp_path, script, kind, table):
         assert set(payload["results"]) == {"digits", "breast cancer", "wine", "diabetes", "MNIST"}
         assert all(value > 0 for value in payload["summed_fit_s"].values())
         assert len(payload["summed_fit_s"]) == 3
+    elif kind == "distributed":
+        assert len(payload["results"]) == 6           # 2 nets x 3 global batches
+        for cell in payload["results"].values():
+            for config in ("1 process x 1 thread", "1 process x 2 threads",
+                           "2 ranks x 1 thread"):
+                assert cell[config]["samples_per_s"] > 0
+            assert cell["hook_s_per_step"] > 0 and cell["allreduce_s"] > 0
     elif kind == "hook":
         assert set(payload["results"]) == {"1", "32", "128"}
         assert all(cell["no-op hook"]["epoch_s"] > 0 for cell in payload["results"].values())
