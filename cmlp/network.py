@@ -421,7 +421,9 @@ class Network:
             between each batch's gradients (the flat buffer, the mean over
             the batch, changed in place by the hook) and its optimizer step;
             batch_weight is the batch's weight total (its row count when
-            unweighted). For reductions over processes.
+            unweighted). For reductions over processes, so it is called for
+            every batch, also one whose loss is non-finite (which is then
+            not applied, and the fit raises TrainingDiverged).
         verbose : 1 prints a line per epoch (``PrintEpochs``).
         progress : a tqdm bar within each epoch (``ProgressBar``; needs
             ``pip install "cmlp[progress]"``). Results do not depend on it.
