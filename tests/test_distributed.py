@@ -24,6 +24,20 @@ def mpirun(ranks, script, *args, timeout=600):
                           timeout=timeout)
 
 
+def json_cases(ranks, script, *args, timeout=600):
+    """Run `script` on `ranks` ranks; the JSON lines rank 0 printed."""
+    result = mpirun(ranks, script, *args, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def assert_within_dtype_tolerance(case, *keys):
+    """float32 within 1e-5 relative, float64 within 1e-12 (the issue's bars)."""
+    tolerance = 1e-5 if case["dtype"] == "float32" else 1e-12
+    for key in keys:
+        assert case[key] < tolerance, case
+
+
 @pytest.mark.parametrize("ranks,rows,batch", [
     (2, 403, 37),          # shares of 19 and 18 rows
     (3, 403, 37),          # 13/12/12, last batch 33 rows: 11 each
@@ -33,14 +47,10 @@ def test_data_parallel_fit_equals_one_process(ranks, rows, batch):
     # 2 epochs of SGD and Adam, with and without sample weights, float32 and
     # float64: the ranks' parameters and histories are identical, and equal
     # one process at the same global batch size up to the order of sums.
-    result = mpirun(ranks, "fit_equivalence.py", rows, batch)
-    assert result.returncode == 0, result.stderr[-3000:]
-    cases = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    cases = json_cases(ranks, "fit_equivalence.py", rows, batch)
     assert len(cases) == 8
     for case in cases:
-        tolerance = 1e-5 if case["dtype"] == "float32" else 1e-12
-        assert case["relative"] < tolerance, case
-        assert case["loss_relative"] < tolerance, case
+        assert_within_dtype_tolerance(case, "relative", "loss_relative")
         assert case["ranks_equal"] and case["histories_equal"], case
 
 
@@ -52,14 +62,10 @@ def test_sharded_fit_equals_one_process_on_the_same_global_batches(ranks, per_st
     # validation rows, combined, are those of their union. Then uneven,
     # shuffled shards with a validation split and early stopping: the ranks
     # still agree bit for bit.
-    result = mpirun(ranks, "sharded.py", per_step, steps)
-    assert result.returncode == 0, result.stderr[-3000:]
-    cases = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    cases = json_cases(ranks, "sharded.py", per_step, steps)
     assert [c["case"] for c in cases] == ["equal"] * 8 + ["uneven"]
     for case in cases[:8]:
-        tolerance = 1e-5 if case["dtype"] == "float32" else 1e-12
-        assert case["relative"] < tolerance, case
-        assert case["metrics_relative"] < tolerance, case
+        assert_within_dtype_tolerance(case, "relative", "metrics_relative")
         assert case["ranks_equal"] and case["histories_equal"], case
     uneven = cases[8]
     assert uneven["ranks_equal"] and uneven["histories_equal"] and uneven["finite"], uneven
@@ -69,23 +75,17 @@ def test_sharded_fit_equals_one_process_on_the_same_global_batches(ranks, per_st
 def test_sklearn_estimators_fit_data_parallel():
     # alpha is scikit-learn's per-sample decay: it must divide by the global
     # batch's weight, not the rank's share of it.
-    result = mpirun(3, "sklearn_fit.py")
-    assert result.returncode == 0, result.stderr[-3000:]
-    cases = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    cases = json_cases(3, "sklearn_fit.py")
     assert len(cases) == 8
     for case in cases:
-        tolerance = 1e-5 if case["dtype"] == "float32" else 1e-12
-        assert case["relative"] < tolerance, case
-        assert case["curve_relative"] < tolerance, case
+        assert_within_dtype_tolerance(case, "relative", "curve_relative")
         assert case["n_iter"][0] == case["n_iter"][1], case
         assert case["ranks_equal"] and case["curves_equal"], case
 
 
 def test_one_rank_diverging_stops_every_rank_alike_without_an_abort():
     start = time.monotonic()
-    result = mpirun(2, "one_rank_diverges.py", timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    ranks = json_cases(2, "one_rank_diverges.py", timeout=120)
     assert sorted(r["rank"] for r in ranks) == [0, 1]
     for rank in ranks:
         assert "non-finite" in rank["message"] and "back where epoch 1 started" in rank["message"]
@@ -98,9 +98,7 @@ def test_gradient_reducer_sums_like_allreduce_with_the_same_bits_on_every_rank()
     # across ranks grouped as 2 hosts (Horovod's hierarchical allreduce);
     # plain Allreduce for hosts with different rank counts. Each step one
     # rank (then none) raises the divergence flag: every rank must see it.
-    result = mpirun(4, "reducer.py")
-    assert result.returncode == 0, result.stderr[-3000:]
-    cases = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    cases = json_cases(4, "reducer.py")
     assert len(cases) == 12
     assert [c["shared_memory"] for c in cases] == [True] * 8 + [False] * 4
     for case in cases:
