@@ -27,6 +27,9 @@ Design
   share(n_r, s, S) of rank r's rows, so the global batch stays batch_size.
   Its weight (the divisor of the mean) is then summed over ranks, for all
   steps of an epoch in one reduction.
+* Dropout: each rank draws its masks from its own stream, derived from the
+  shared seed and its rank, so they are deterministic for a given seed and
+  rank count (not those of one process, whose batch is one stream).
 * What decisions are taken from is the same bits on every rank: loss and
   hit sums, weights and validation metrics are reduced on rank 0 and
   broadcast (identical_sum), and the epoch record is rank 0's. So every
@@ -239,6 +242,11 @@ class DataParallelRun(TrainingRun):
         self.reducer = GradientReducer(comm, network.parameters.size, network.dtype)
         super().__init__(network, data, gradient_hook=self._hook, batch_size=batch_size,
                          **kwargs)
+        if comm.size > 1:
+            # Each rank its own dropout stream (from the shared seed and its
+            # rank): with one key, every rank's share would get the same masks.
+            self.stepper.dropout_key = int(np.random.SeedSequence(
+                [network._dropout_key, comm.rank]).generate_state(1, np.uint64)[0])
         if sharded:
             self.shard_rows = comm.allgather(self.n_rows)
             self.n_rows = self.epoch_rows = sum(self.shard_rows)

@@ -60,8 +60,8 @@ def test_sharded_fit_equals_one_process_on_the_same_global_batches(ranks, per_st
     # shard's rows of step s: one process on those batches end to end gives
     # the same parameters, and the validation metrics of the ranks' own
     # validation rows, combined, are those of their union. Then uneven,
-    # shuffled shards with a validation split and early stopping: the ranks
-    # still agree bit for bit.
+    # shuffled shards with a validation split, early stopping and dropout:
+    # the ranks still agree bit for bit, and a second run repeats the first.
     cases = json_cases(ranks, "sharded.py", per_step, steps)
     assert [c["case"] for c in cases] == ["equal"] * 8 + ["uneven"]
     for case in cases[:8]:
@@ -69,6 +69,7 @@ def test_sharded_fit_equals_one_process_on_the_same_global_batches(ranks, per_st
         assert case["ranks_equal"] and case["histories_equal"], case
     uneven = cases[8]
     assert uneven["ranks_equal"] and uneven["histories_equal"] and uneven["finite"], uneven
+    assert uneven["repeatable"], uneven
     assert 1 <= uneven["epochs"] <= 6
 
 

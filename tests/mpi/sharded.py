@@ -65,16 +65,22 @@ for dtype in ("float32", "float64"):
                         for e in range(2) for key in ("loss", "accuracy", "val_loss",
                                                       "val_accuracy"))}), flush=True)
 
-# Uneven shards (rank r holds 23 + 17 r rows), shuffled, validation split, early stopping.
+# Uneven shards (rank r holds 23 + 17 r rows), shuffled, validation split, early
+# stopping, dropout; twice, to show the run is deterministic.
 Xu, yu, wu = data(23 + 17 * rank, 10 + rank)
-net = Network([12, 8, 3], seed=7)
+net = Network([12, 8, 3], seed=7, dropout=0.3)
 history = net.fit(Xu, yu, sample_weight=wu, comm=comm, sharded=True, epochs=6, batch_size=16,
                   optimizer="adam", lr=0.01, validation_split=0.2, early_stopping=True,
                   patience=2, verbose=0)
+again = Network([12, 8, 3], seed=7, dropout=0.3)
+again.fit(Xu, yu, sample_weight=wu, comm=comm, sharded=True, epochs=6, batch_size=16,
+          optimizer="adam", lr=0.01, validation_split=0.2, early_stopping=True, patience=2,
+          verbose=0)
 params = comm.gather(net.parameters.copy(), root=0)
 records = comm.gather(history.records, root=0)
 if rank == 0:
     print(json.dumps({"case": "uneven", "epochs": len(records[0]),
+                      "repeatable": bool(np.array_equal(net.parameters, again.parameters)),
                       "ranks_equal": all(np.array_equal(p, params[0]) for p in params),
                       "histories_equal": all(r == records[0] for r in records),
                       "finite": bool(np.isfinite(params[0]).all())}), flush=True)
