@@ -235,10 +235,9 @@ class DataParallelRun(TrainingRun):
     """
 
     def __init__(self, network, data, *, comm, batch_size, sharded=False, **kwargs):
-        self.comm, self.MPI, self.sharded = comm, mpi(), sharded
+        self.comm, self.sharded = comm, sharded
         self.global_batch = batch_size
         self.global_weight = 1.0
-        self.resynchronized = 0            # epochs after which ranks differed (see below)
         self.reducer = GradientReducer(comm, network.parameters.size, network.dtype)
         super().__init__(network, data, gradient_hook=self._hook, batch_size=batch_size,
                          **kwargs)
@@ -323,7 +322,6 @@ class DataParallelRun(TrainingRun):
         digests = self.comm.allgather(digest)
         if len(set(digests)) > 1:
             synchronize_state(self.network, self.optimizer, self.comm)
-            self.resynchronized += 1
 
     def _agree(self, stop):
         # Callbacks decide from the same record, but a decision one rank
