@@ -8,6 +8,9 @@ cpdef enum OptimizerKind:
     OPT_MOMENTUM = 1
     OPT_NESTEROV = 2
     OPT_ADAM = 3
+    OPT_ADAM_STEP = 4
+    OPT_MOMENTUM_STEP = 5
+    OPT_NESTEROV_STEP = 6
 
 # params (n) -= lr * grads (n): plain SGD.
 cdef void sgd_update(floating* params, const floating* grads, floating lr,
@@ -31,3 +34,20 @@ cdef void adam_update(floating* params, floating* m, floating* v,
                       const floating* grads, floating lr, floating beta1,
                       floating beta2, floating eps, long long t,
                       Py_ssize_t n) noexcept nogil
+
+# Adam with the bias corrections folded into the step size (Kingma & Ba's
+# "efficient" form, scikit-learn's): the same moments, then
+# params -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+cdef void adam_step_update(floating* params, floating* m, floating* v,
+                           const floating* grads, floating lr, floating beta1,
+                           floating beta2, floating eps, long long t,
+                           Py_ssize_t n) noexcept nogil
+
+# Momentum with the rate inside the velocity (scikit-learn's SGD):
+# velocity = momentum * velocity - lr * grads; then
+# params += velocity                           (heavy ball), or
+# params += momentum * velocity - lr * grads   (Nesterov).
+# Equal to momentum_update at a constant rate; not when the rate changes.
+cdef void momentum_step_update(floating* params, floating* velocity,
+                               const floating* grads, floating lr, floating momentum,
+                               bint nesterov, Py_ssize_t n) noexcept nogil

@@ -42,7 +42,9 @@ import numpy as np
 
 from cmlp._engine cimport (Layout, NetLayout, backward_pass, check_signals, forward_pass,
                            monotonic_seconds)
-from cmlp._optim cimport (OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, adam_update,
+from cmlp._optim cimport (OPT_ADAM, OPT_ADAM_STEP, OPT_MOMENTUM, OPT_MOMENTUM_STEP,
+                          OPT_NESTEROV, OPT_NESTEROV_STEP, OPT_SGD, adam_step_update,
+                          adam_update, momentum_step_update,
                           l2_grad, momentum_update, sgd_update)
 
 
@@ -126,7 +128,8 @@ cdef class BatchStepper:
 
     def _check_optimizer(self):
         # The C step reads as many state buffers as the kind needs: they must fit.
-        n_state = {OPT_SGD: 0, OPT_MOMENTUM: 1, OPT_NESTEROV: 1, OPT_ADAM: 2}.get(self.optimizer)
+        n_state = {OPT_SGD: 0, OPT_MOMENTUM: 1, OPT_NESTEROV: 1, OPT_ADAM: 2,
+                   OPT_ADAM_STEP: 2, OPT_MOMENTUM_STEP: 1, OPT_NESTEROV_STEP: 1}.get(self.optimizer)
         if n_state is None or any(
                 state.shape[0] != self.parameters.shape[0]
                 for state in (self.state1, self.state2)[:n_state]):
@@ -301,5 +304,9 @@ cdef void _optimizer_step(floating* params, floating* grads, floating* state1,
         momentum_update(params, state1, grads, lr, momentum, kind == OPT_NESTEROV, n)
     elif kind == OPT_ADAM:
         adam_update(params, state1, state2, grads, lr, beta1, beta2, eps, step, n)
+    elif kind == OPT_MOMENTUM_STEP or kind == OPT_NESTEROV_STEP:
+        momentum_step_update(params, state1, grads, lr, momentum, kind == OPT_NESTEROV_STEP, n)
+    elif kind == OPT_ADAM_STEP:
+        adam_step_update(params, state1, state2, grads, lr, beta1, beta2, eps, step, n)
     else:
         sgd_update(params, grads, lr, n)

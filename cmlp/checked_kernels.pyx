@@ -26,7 +26,8 @@ __all__ = [
     "gelu_forward", "gelu_backward", "dropout_seed", "dropout_forward", "dropout_backward",
     "softmax_forward", "softmax_xent_loss", "softmax_xent_backward",
     "mse_loss", "mse_backward", "sigmoid_bce_loss", "sigmoid_bce_backward", "sgd_update",
-    "l2_grad", "momentum_update", "adam_update",
+    "l2_grad", "momentum_update", "adam_update", "adam_step_update",
+    "momentum_step_update",
 ]
 
 
@@ -535,3 +536,44 @@ def _adam_update(floating[::1] params, floating[::1] m, floating[::1] v,
         O.adam_update(&params[0], &m[0], &v[0], &grads[0], <floating> lr,
                       <floating> beta1, <floating> beta2, <floating> eps, t,
                       params.shape[0])
+
+
+def adam_step_update(params, m, v, grads, lr, beta1, beta2, eps, t):
+    """(params', m', v') after scikit-learn's Adam step t (t >= 1), as copies."""
+    params, m, v, grads = _vectors(params, m, v, grads)
+    if int(t) < 1:
+        raise ValueError(f"Adam's step t must be >= 1, got {t}")
+    params, m, v = params.copy(), m.copy(), v.copy()
+    if params.size:
+        _adam_step_update(params, m, v, grads, float(lr), float(beta1), float(beta2),
+                          float(eps), int(t))
+    return params, m, v
+
+
+def _adam_step_update(floating[::1] params, floating[::1] m, floating[::1] v,
+                      const floating[::1] grads, double lr, double beta1, double beta2,
+                      double eps, long long t):
+    _fit(params.shape[0] == m.shape[0] == v.shape[0] == grads.shape[0] > 0 and t >= 1)
+    with nogil:
+        O.adam_step_update(&params[0], &m[0], &v[0], &grads[0], <floating> lr,
+                           <floating> beta1, <floating> beta2, <floating> eps, t,
+                           params.shape[0])
+
+
+def momentum_step_update(params, velocity, grads, lr, momentum, nesterov):
+    """(params', velocity') after one step of scikit-learn's SGD momentum, as copies."""
+    params, velocity, grads = _vectors(params, velocity, grads)
+    params, velocity = params.copy(), velocity.copy()
+    if params.size:
+        _momentum_step_update(params, velocity, grads, float(lr), float(momentum),
+                              bool(nesterov))
+    return params, velocity
+
+
+def _momentum_step_update(floating[::1] params, floating[::1] velocity,
+                          const floating[::1] grads, double lr, double momentum,
+                          bint nesterov):
+    _fit(params.shape[0] == velocity.shape[0] == grads.shape[0] > 0)
+    with nogil:
+        O.momentum_step_update(&params[0], &velocity[0], &grads[0], <floating> lr,
+                               <floating> momentum, nesterov, params.shape[0])

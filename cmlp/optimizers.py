@@ -17,6 +17,8 @@ from cmlp._validation import check_number
 
 OPT_SGD, OPT_MOMENTUM = KINDS["sgd"], KINDS["momentum"]
 OPT_NESTEROV, OPT_ADAM = KINDS["nesterov"], KINDS["adam"]
+OPT_ADAM_STEP = KINDS["adam_step"]
+OPT_MOMENTUM_STEP, OPT_NESTEROV_STEP = KINDS["momentum_step"], KINDS["nesterov_step"]
 
 
 class Optimizer:
@@ -116,43 +118,75 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Mini-batch SGD, optionally with (Nesterov) momentum, PyTorch's convention:
-    v = momentum * v + g;  p -= lr * v  (or lr * (g + momentum * v) for Nesterov)."""
+    """Mini-batch SGD, optionally with (Nesterov) momentum.
 
-    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0):
+    convention="velocity" (the default, PyTorch's): v = momentum * v + g;
+    p -= lr * v (or lr * (g + momentum * v) for Nesterov).
+    convention="step" (scikit-learn's): v = momentum * v - lr * g; p += v
+    (or momentum * v - lr * g for Nesterov). The same steps at a constant
+    rate; when the rate changes, "step" keeps the old rate in the velocity.
+    """
+
+    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 convention="velocity"):
         super().__init__(lr, weight_decay)
         self.momentum = check_number(momentum, "momentum", low=0, high=1, high_open=True)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
-        self.kind = (OPT_NESTEROV if self.nesterov else OPT_MOMENTUM) if self.momentum else OPT_SGD
+        if convention not in ("velocity", "step"):
+            raise ValueError(f"convention must be 'velocity' or 'step', got {convention!r}")
+        self.convention = convention
+        if not self.momentum:
+            self.kind = OPT_SGD
+        elif convention == "step":
+            self.kind = OPT_NESTEROV_STEP if self.nesterov else OPT_MOMENTUM_STEP
+        else:
+            self.kind = OPT_NESTEROV if self.nesterov else OPT_MOMENTUM
         self.n_state = 1 if self.momentum else 0
 
     def hyperparameters(self):
         return self.momentum, 0.0, 0.0, 0.0
 
     def config(self):
-        return {"name": "sgd", "lr": self.lr, "momentum": self.momentum,
-                "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+        config = {"name": "sgd", "lr": self.lr, "momentum": self.momentum,
+                  "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+        if self.convention != "velocity":     # files of older versions load unchanged
+            config["convention"] = self.convention
+        return config
 
 
 class Adam(Optimizer):
-    """Adam with bias-corrected moments; eps is added outside the square root."""
-    kind = OPT_ADAM
+    """Adam with bias-corrected moments.
+
+    correction="moments" (the default, PyTorch's): p -= lr * m_hat /
+    (sqrt(v_hat) + eps). correction="step" (scikit-learn's, Kingma & Ba's
+    efficient form): p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) +
+    eps), so eps is added to the uncorrected root; the two differ while
+    sqrt(v) is near eps.
+    """
     n_state = 2
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 correction="moments"):
         super().__init__(lr, weight_decay)
         self.beta1 = check_number(beta1, "beta1", low=0, high=1, high_open=True)
         self.beta2 = check_number(beta2, "beta2", low=0, high=1, high_open=True)
         self.eps = check_number(eps, "eps", low=0, low_open=True)
+        if correction not in ("moments", "step"):
+            raise ValueError(f"correction must be 'moments' or 'step', got {correction!r}")
+        self.correction = correction
+        self.kind = OPT_ADAM_STEP if correction == "step" else OPT_ADAM
 
     def hyperparameters(self):
         return 0.0, self.beta1, self.beta2, self.eps
 
     def config(self):
-        return {"name": "adam", "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2,
-                "eps": self.eps, "weight_decay": self.weight_decay}
+        config = {"name": "adam", "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2,
+                  "eps": self.eps, "weight_decay": self.weight_decay}
+        if self.correction != "moments":      # files of older versions load unchanged
+            config["correction"] = self.correction
+        return config
 
 
 NAMES = ("sgd", "momentum", "nesterov", "adam")

@@ -224,6 +224,26 @@ def adam_update(params, m, v, grads, lr, beta1, beta2, eps, t):
     return params - np.asarray(lr, dtype=dt) * m_hat / (np.sqrt(v_hat) + np.asarray(eps, dtype=dt)), m, v
 
 
+def momentum_step_update(params, velocity, grads, lr, momentum, nesterov):
+    """scikit-learn's SGD momentum: the rate inside the velocity."""
+    dt = params.dtype
+    mu, rate = np.asarray(momentum, dtype=dt), np.asarray(lr, dtype=dt)
+    velocity = mu * velocity - rate * grads
+    step = mu * velocity - rate * grads if nesterov else velocity
+    return params + step, velocity
+
+
+def adam_step_update(params, m, v, grads, lr, beta1, beta2, eps, t):
+    """scikit-learn's Adam: the bias corrections in the step size, eps added
+    to the uncorrected root (its AdamOptimizer, in its order of operations)."""
+    dt = params.dtype
+    b1, b2 = np.asarray(beta1, dtype=dt), np.asarray(beta2, dtype=dt)
+    m = b1 * m + (1 - b1) * grads
+    v = b2 * v + (1 - b2) * (grads * grads)
+    lr_t = np.asarray(lr * np.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t), dtype=dt)
+    return params - lr_t * m / (np.sqrt(v) + np.asarray(eps, dtype=dt)), m, v
+
+
 _FORWARD = {"identity": lambda z: z, "relu": relu_forward, "tanh": tanh_forward,
             "sigmoid": sigmoid_forward, "leaky_relu": leaky_relu_forward,
             "gelu": gelu_forward}
@@ -348,11 +368,14 @@ class ReferenceNetwork:
         if config["name"] == "adam":
             m = state.get("m", np.zeros_like(params))
             v = state.get("v", np.zeros_like(params))
-            params, state["m"], state["v"] = adam_update(
+            update = adam_step_update if config.get("correction") == "step" else adam_update
+            params, state["m"], state["v"] = update(
                 params, m, v, grads, lr, config["beta1"], config["beta2"], config["eps"], state["t"])
         elif config["momentum"]:
             velocity = state.get("velocity", np.zeros_like(params))
-            params, state["velocity"] = momentum_update(
+            update = momentum_step_update if config.get("convention") == "step" \
+                else momentum_update
+            params, state["velocity"] = update(
                 params, velocity, grads, lr, config["momentum"], config["nesterov"])
         else:
             params = sgd_update(params, grads, lr)

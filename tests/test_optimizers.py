@@ -20,19 +20,48 @@ def test_optimizer_kernels_match_reference(dtype):
     p, g, s1 = (rng.standard_normal(1003).astype(dtype) for _ in range(3))
     s2 = rng.random(1003).astype(dtype)
     assert_close(kernels.l2_grad(g, p, 0.01), reference.l2_grad(g, p, 0.01), dtype)
-    for nesterov in (False, True):
-        got = kernels.momentum_update(p, s1, g, 0.05, 0.9, nesterov)
-        want = reference.momentum_update(p, s1, g, 0.05, 0.9, nesterov)
-        for a, b in zip(got, want):
-            assert a.dtype == dtype
-            assert_close(a, b, dtype)
-    for t in (1, 2, 1000):
-        got = kernels.adam_update(p, s1, s2, g, 1e-3, 0.9, 0.999, 1e-8, t)
-        want = reference.adam_update(p, s1, s2, g, 1e-3, 0.9, 0.999, 1e-8, t)
-        for a, b in zip(got, want):
-            assert_close(a, b, dtype)
-    with pytest.raises(ValueError, match="t must be >= 1"):
-        kernels.adam_update(p, s1, s2, g, 1e-3, 0.9, 0.999, 1e-8, 0)
+    for name in ("momentum_update", "momentum_step_update"):
+        for nesterov in (False, True):
+            got = getattr(kernels, name)(p, s1, g, 0.05, 0.9, nesterov)
+            want = getattr(reference, name)(p, s1, g, 0.05, 0.9, nesterov)
+            for a, b in zip(got, want):
+                assert a.dtype == dtype
+                assert_close(a, b, dtype)
+    for name in ("adam_update", "adam_step_update"):
+        for t in (1, 2, 1000):
+            got = getattr(kernels, name)(p, s1, s2, g, 1e-3, 0.9, 0.999, 1e-8, t)
+            want = getattr(reference, name)(p, s1, s2, g, 1e-3, 0.9, 0.999, 1e-8, t)
+            for a, b in zip(got, want):
+                assert_close(a, b, dtype)
+        with pytest.raises(ValueError, match="t must be >= 1"):
+            getattr(kernels, name)(p, s1, s2, g, 1e-3, 0.9, 0.999, 1e-8, 0)
+
+
+def test_step_conventions_differ_only_where_they_should():
+    """scikit-learn's conventions: SGD momentum with the rate in the velocity
+    equals PyTorch's at one rate; Adam with eps on the uncorrected root
+    differs from eps on the corrected one while sqrt(v) is near eps."""
+    rng = np.random.default_rng(3)
+    p, g, v0 = (rng.standard_normal(50) for _ in range(3))
+    velocity = np.zeros(50)
+    a, va = kernels.momentum_update(p, velocity, g, 0.1, 0.9, True)
+    b, vb = kernels.momentum_step_update(p, velocity, g, 0.1, 0.9, True)
+    np.testing.assert_allclose(a, b, rtol=1e-14)
+    np.testing.assert_allclose(vb, -0.1 * va, rtol=1e-14)
+    tiny = np.full(50, 1e-9)      # gradients of the size of eps
+    zeros = np.zeros(50)
+    moments = kernels.adam_update(p, zeros, zeros, tiny, 1e-3, 0.9, 0.999, 1e-8, 1)[0]
+    step = kernels.adam_step_update(p, zeros, zeros, tiny, 1e-3, 0.9, 0.999, 1e-8, 1)[0]
+    # t = 1: moments form lr * g / (|g| + eps); step form lr * sqrt(1 - b2) / (1 - b1)
+    # * (1 - b1) g / (sqrt(1 - b2) |g| + eps).
+    # (p - p' loses ~1e-12 of the step to cancellation, hence rtol 1e-9.)
+    np.testing.assert_allclose(p - moments, 1e-3 * 1e-9 / (1e-9 + 1e-8), rtol=1e-9)
+    c2 = np.sqrt(0.001)
+    np.testing.assert_allclose(p - step, 1e-3 * c2 * 1e-9 / (c2 * 1e-9 + 1e-8), rtol=1e-9)
+    with pytest.raises(ValueError, match="correction"):
+        Adam(correction="paper")
+    with pytest.raises(ValueError, match="convention"):
+        SGD(momentum=0.9, convention="keras")
 
 
 OPTIMIZERS = [
@@ -41,6 +70,10 @@ OPTIMIZERS = [
     lambda: SGD(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.001),
     lambda: Adam(lr=0.01),
     lambda: Adam(lr=0.01, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.01),
+    # scikit-learn's conventions (the cosine schedule changes the rate each epoch).
+    lambda: SGD(lr=0.05, momentum=0.9, nesterov=True, convention="step"),
+    lambda: SGD(lr=0.05, momentum=0.9, convention="step", weight_decay=0.01),
+    lambda: Adam(lr=0.01, correction="step"),
 ]
 
 

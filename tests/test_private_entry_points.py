@@ -125,6 +125,11 @@ KERNEL_CALLS = {
     "_adam_update": lambda: ck._adam_update(z(3), z(3), z(3), z(2), 1.0, 0.9, 0.9, 1e-8, 1),
     "_adam_update, step 0": lambda: ck._adam_update(z(3), z(3), z(3), z(3), 1.0, 0.9, 0.9,
                                                     1e-8, 0),
+    "_momentum_step_update": lambda: ck._momentum_step_update(z(3), z(1), z(3), 0.1, 0.9, True),
+    "_adam_step_update": lambda: ck._adam_step_update(z(3), z(3), z(2), z(3), 1.0, 0.9, 0.9,
+                                                      1e-8, 1),
+    "_adam_step_update, step 0": lambda: ck._adam_step_update(z(3), z(3), z(3), z(3), 1.0, 0.9,
+                                                              0.9, 1e-8, 0),
 }
 
 
