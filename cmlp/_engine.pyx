@@ -466,9 +466,9 @@ def forward_error(int status, str dtype_name):
     """The ValueError for forward's status 0 (NaN/inf in X) or 2 (overflow)."""
     if status == 0:
         return ValueError("X contains NaN or infinite values")
+    remedy = "scale the inputs, or use float64" if dtype_name == "float32" else "scale the inputs"
     return ValueError(f"the forward pass overflowed {dtype_name}: an output is NaN or "
-                      f"infinite (inputs or weights too large for {dtype_name}; scale the "
-                      f"inputs, or use float64)")
+                      f"infinite (inputs or weights too large for {dtype_name}; {remedy})")
 
 
 cdef double _loss_sum(const Layout* layout, const floating* raw, const int32_t* labels,

@@ -333,9 +333,10 @@ class Network:
     def _check_loss(self, loss):
         # Inputs and parameters are finite: a NaN/inf loss is an overflow.
         if not np.isfinite(loss):
+            remedy = "scale them, or use float64" if self.dtype == np.float32 else "scale them"
             raise ValueError(f"the loss is {loss}: the forward pass overflowed "
                              f"{self.dtype.name} (inputs, targets or weights too large for "
-                             f"{self.dtype.name}; scale them, or use float64)")
+                             f"{self.dtype.name}; {remedy})")
 
     def _evaluate(self, X, labels, targets, weights=None):
         if weights is None:
