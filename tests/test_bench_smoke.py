@@ -35,9 +35,10 @@ def test_bench_script_runs(tmp_path, script, kind, table):
             assert set(payload["results"][name]) == {"1", "32", "128", "512"}
             assert all(cell["median_s"] > 0 for cell in payload["results"][name].values())
     elif kind == "sklearn":
-        assert set(payload["results"]) == {"digits", "breast cancer", "wine", "diabetes", "MNIST"}
-        assert all(value > 0 for value in payload["summed_fit_s"].values())
-        assert len(payload["summed_fit_s"]) == 3
+        sets = {"digits", "breast cancer", "wine", "diabetes"}
+        assert set(payload["results"]) == sets | {f"{s}, lbfgs" for s in sets} | {"MNIST"}
+        for totals in (payload["summed_fit_s"], payload["summed_fit_s_lbfgs"]):
+            assert len(totals) == 3 and all(value > 0 for value in totals.values())
     elif kind == "distributed":
         assert len(payload["results"]) == 6           # 2 nets x 3 global batches
         for cell in payload["results"].values():
