@@ -257,7 +257,14 @@ def test_files_written_before_the_split_still_load_and_resume():
     with tempfile.TemporaryDirectory() as tmp:
         path = shutil.copy(DATA / "legacy_checkpoint.npz", tmp)
         net, history = Network.resume(path, X, y, verbose=0)
-    np.testing.assert_array_equal(net.parameters, np.load(DATA / "legacy_checkpoint_resumed.npy"))
+    # OpenBLAS picks its sgemm kernel by CPU, so float32 sums round by the
+    # machine: the fixture's epochs were run elsewhere, and on an AMD EPYC
+    # (OpenBLAS's Haswell kernels) the resumed run differs from it by float32
+    # rounding (1.5e-7 relative, measured), the same run as the code it was
+    # written with gives there too. Bit-identical resumption on one machine:
+    # test_interrupted_run_resumes_mid_epoch_bit_identically.
+    np.testing.assert_allclose(net.parameters, np.load(DATA / "legacy_checkpoint_resumed.npy"),
+                               rtol=1e-5, atol=1e-7)
     assert history.epoch == [1, 2, 3, 4]
 
 
