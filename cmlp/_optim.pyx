@@ -88,18 +88,22 @@ cdef void adam_step_update(floating* params, floating* m, floating* v,
                            floating beta2, floating eps, long long t,
                            Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating g
+    cdef floating g, m_i, v_i
     # lr_t as scikit-learn computes it, in double: lr * sqrt(1 - b2^t) / (1 - b1^t).
     cdef floating lr_t = <floating> (lr * sqrt(1.0 - pow(beta2, <double> t))
                                      / (1.0 - pow(beta1, <double> t)))
     for i in range(n):
+        # Locals, so the compiler need not reload m and v after each store
+        # (the buffers might alias, as far as it knows).
         g = grads[i]
-        m[i] = beta1 * m[i] + (1 - beta1) * g
-        v[i] = beta2 * v[i] + (1 - beta2) * (g * g)
+        m_i = beta1 * m[i] + (1 - beta1) * g
+        v_i = beta2 * v[i] + (1 - beta2) * (g * g)
+        m[i] = m_i
+        v[i] = v_i
         if floating is float:
-            params[i] -= lr_t * m[i] / (sqrtf(v[i]) + eps)
+            params[i] -= lr_t * m_i / (sqrtf(v_i) + eps)
         else:
-            params[i] -= lr_t * m[i] / (sqrt(v[i]) + eps)
+            params[i] -= lr_t * m_i / (sqrt(v_i) + eps)
 
 
 # The codes as Python sees them (cmlp.optimizers picks the C step by these).

@@ -518,13 +518,17 @@ def _momentum_update(floating[::1] params, floating[::1] velocity,
 
 def adam_update(params, m, v, grads, lr, beta1, beta2, eps, t):
     """(params', m', v') after Adam step t (t >= 1), as copies."""
+    return _adam_copies(_adam_update, params, m, v, grads, lr, beta1, beta2, eps, t)
+
+
+def _adam_copies(step, params, m, v, grads, lr, beta1, beta2, eps, t):
+    """Checked copies of the Adam buffers, stepped by `step` (a wrapper below)."""
     params, m, v, grads = _vectors(params, m, v, grads)
     if int(t) < 1:
         raise ValueError(f"Adam's step t must be >= 1, got {t}")
     params, m, v = params.copy(), m.copy(), v.copy()
     if params.size:
-        _adam_update(params, m, v, grads, float(lr), float(beta1), float(beta2),
-                     float(eps), int(t))
+        step(params, m, v, grads, float(lr), float(beta1), float(beta2), float(eps), int(t))
     return params, m, v
 
 
@@ -540,14 +544,7 @@ def _adam_update(floating[::1] params, floating[::1] m, floating[::1] v,
 
 def adam_step_update(params, m, v, grads, lr, beta1, beta2, eps, t):
     """(params', m', v') after scikit-learn's Adam step t (t >= 1), as copies."""
-    params, m, v, grads = _vectors(params, m, v, grads)
-    if int(t) < 1:
-        raise ValueError(f"Adam's step t must be >= 1, got {t}")
-    params, m, v = params.copy(), m.copy(), v.copy()
-    if params.size:
-        _adam_step_update(params, m, v, grads, float(lr), float(beta1), float(beta2),
-                          float(eps), int(t))
-    return params, m, v
+    return _adam_copies(_adam_step_update, params, m, v, grads, lr, beta1, beta2, eps, t)
 
 
 def _adam_step_update(floating[::1] params, floating[::1] m, floating[::1] v,
