@@ -197,11 +197,10 @@ class BaseMLP(BaseEstimator):
         else:
             if self.early_stopping and incremental:
                 raise ValueError("partial_fit does not support early_stopping=True")
-            if not incremental or self.network_.optimizer is None:
+            # A new optimizer per fit call; partial_fit keeps its own.
+            fresh = not incremental or self.network_.optimizer is None
+            if fresh:
                 self.network_.optimizer = self._make_optimizer()
-                fresh = True
-            else:
-                fresh = False
             self._fit_stochastic(X, targets, sample_weight, incremental, fresh, random_state,
                                  comm)
         if not np.isfinite(self.network_.parameters).all():
