@@ -3,6 +3,7 @@
 pickling) and the weight exchange with scikit-learn's own MLP."""
 import copy
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -240,3 +241,18 @@ def test_check_regressors_train_passes_at_50_epochs(seed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         check_regressors_train("MLPRegressor", MLPRegressor(max_iter=50, random_state=seed))
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_docstrings_document_every_parameter_attribute_and_method(Estimator):
+    import inspect
+    doc = inspect.getdoc(Estimator)
+    documented = set(re.findall(r"^(\w+)(?:, (\w+))? : ", doc, re.M))
+    names = {name for pair in documented for name in pair if name}
+    assert set(Estimator().get_params()) <= names, set(Estimator().get_params()) - names
+    for attribute in ("coefs_", "intercepts_", "loss_curve_", "n_iter_", "t_", "network_"):
+        assert attribute in names
+    assert "\nParameters\n----------\n" in doc and "\nAttributes\n----------\n" in doc
+    for method in ("fit", "partial_fit", "predict", "score"):
+        method_doc = inspect.getdoc(getattr(Estimator(), method))
+        assert method_doc and "Parameters\n----------" in method_doc, method

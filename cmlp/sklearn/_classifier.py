@@ -24,13 +24,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     Parameters
     ----------
-{_docs.PARAMETERS}
+{_docs.indented(_docs.PARAMETERS)}
 
     Attributes
     ----------
     classes_ : ndarray or list of ndarray of shape (n_classes,)
         Class labels for each output.
-{_docs.ATTRIBUTES}
+{_docs.indented(_docs.ATTRIBUTES)}
 
     Examples
     --------

@@ -1,5 +1,13 @@
 """The numpydoc text both estimators share (one copy, joined into each
 class docstring)."""
+import textwrap
+
+
+def indented(block):
+    """A shared block at the class docstring's indentation (4 spaces), so
+    inspect.cleandoc and numpydoc read the docstring as one."""
+    return textwrap.indent(block, "    ")
+
 
 PARAMETERS = """\
 hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)

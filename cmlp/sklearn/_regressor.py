@@ -24,11 +24,11 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     ----------
     loss : {{'squared_error'}}, default='squared_error'
         The loss: half the mean squared error.
-{_docs.PARAMETERS}
+{_docs.indented(_docs.PARAMETERS)}
 
     Attributes
     ----------
-{_docs.ATTRIBUTES}
+{_docs.indented(_docs.ATTRIBUTES)}
 
     Examples
     --------
