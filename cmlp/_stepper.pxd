@@ -41,9 +41,19 @@ cdef class BatchStepper:
     # figures: a non-finite hook_loss stops the run at this batch (on every
     # process alike), and per-sample decay divides by hook_weight.
     cdef public double hook_loss, hook_weight
+    # Likewise the batch's row count (the global batch's, after a reducing
+    # hook): the sklearn_loss record weights each batch by it.
+    cdef public double hook_rows
     # Multiplies each batch's gradient, applied to dL/dz_out (no pass over
     # the buffer): a data-parallel rank's share of the global batch mean.
     cdef public double gradient_scale
+    # scikit-learn's loss record: when set, each batch adds m * (its weighted
+    # mean loss * loss_scale + weight_decay / 2 * ||W||^2 / its weight
+    # total, at the weights before its step) to loss_sum instead of its
+    # weighted loss sum (MLP's loss_curve_; loss_scale 1/k averages MSE
+    # over the k outputs as scikit-learn's squared_loss does).
+    cdef public bint sklearn_loss
+    cdef public double loss_scale
     # The latest run's progress: whole batches done, as far as they went.
     cdef readonly double loss_sum
     cdef readonly Py_ssize_t n_correct, rows_done

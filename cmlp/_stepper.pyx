@@ -85,6 +85,8 @@ cdef class BatchStepper:
         self.state1 = self.state2 = np.empty(0, dtype=dtype)
         self.gradient_hook = None
         self.gradient_scale = 1.0
+        self.sklearn_loss = False
+        self.loss_scale = 1.0
 
     def set_state(self, state1, state2):
         """The optimizer's state buffers (n_params) or empty, updated in place."""
@@ -202,6 +204,7 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
     cdef bint hooked = self.gradient_hook is not None
     cdef bint per_sample = self.decay_per_sample and self.weight_decay != 0
     cdef bint fused = self.fused_sgd
+    cdef bint sklearn_loss = self.sklearn_loss
     cdef bint finite = True
     cdef int kind = self.optimizer
     cdef double loss, batch_weight, last_check = monotonic_seconds()
@@ -251,7 +254,7 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                                  layout, x, lab, tgt, w, m, True, f_lr, &hits, x_next,
                                  f_scale)
             next_ready = x_next != NULL
-            if hooked or per_sample:
+            if hooked or per_sample or sklearn_loss:
                 batch_weight = m
                 if weighted:
                     batch_weight = 0
@@ -261,7 +264,7 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                 # Called even when the loss is non-finite: a hook that is a
                 # collective must be reached by every process, and tells
                 # them all through hook_loss whether any of them diverged.
-                self.hook_loss, self.hook_weight = loss, batch_weight
+                self.hook_loss, self.hook_weight, self.hook_rows = loss, batch_weight, m
                 with gil:
                     self.gradient_hook(self.gradients, batch_weight)
                 batch_weight = self.hook_weight
@@ -273,6 +276,15 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                 break
             if per_sample:
                 f_decay = <floating> (self.weight_decay / batch_weight)
+            if sklearn_loss:
+                # rows / weight * (mean loss) + this batch's share of the L2
+                # term, at the weights before the step (decay > 0 never fuses
+                # the step into the backward pass). Under a reducing hook,
+                # rows and weight are the global batch's and the ranks' parts
+                # add up to it.
+                loss = ((self.hook_rows if hooked else m) / batch_weight * self.loss_scale * loss
+                        + 0.5 * self.weight_decay * _weight_square_sum(&params[0], layout)
+                        * m / batch_weight)
             if not fused:
                 _optimizer_step(&params[0], &grads[0], s1, s2, layout, kind, f_lr,
                                 f_momentum, f_beta1, f_beta2, f_eps, f_decay, self.step + 1)
@@ -287,6 +299,19 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
             f"the training loss became non-finite after {self.rows_done} samples of this "
             "pass; the learning rate is probably too high for this data")
     return 0
+
+
+cdef double _weight_square_sum(const floating* params, const Layout* layout) noexcept nogil:
+    """sum of W^2 over every layer's weights (not the biases), in double."""
+    cdef double total = 0
+    cdef Py_ssize_t l, i, size
+    cdef const floating* W
+    for l in range(layout.n_layers):
+        W = params + layout.w_offsets[l]
+        size = layout.sizes[l] * layout.sizes[l + 1]
+        for i in range(size):
+            total += <double> W[i] * W[i]
+    return total
 
 
 cdef void _optimizer_step(floating* params, floating* grads, floating* state1,

@@ -237,7 +237,7 @@ class DataParallelRun(TrainingRun):
     def __init__(self, network, data, *, comm, batch_size, sharded=False, **kwargs):
         self.comm, self.sharded = comm, sharded
         self.global_batch = batch_size
-        self.global_weight = 1.0
+        self.global_weight = self.global_rows = 1.0
         self.reducer = GradientReducer(comm, network.parameters.size, network.dtype)
         super().__init__(network, data, gradient_hook=self._hook, batch_size=batch_size,
                          **kwargs)
@@ -276,6 +276,7 @@ class DataParallelRun(TrainingRun):
         if self.reducer.reduce(not np.isfinite(stepper.hook_loss)):
             stepper.hook_loss = np.nan
         stepper.hook_weight = self.global_weight      # per-sample decay's divisor
+        stepper.hook_rows = self.global_rows          # scikit-learn's loss record
 
     def _reference_loss(self):
         if not self.sharded:
@@ -371,9 +372,11 @@ class DataParallelRun(TrainingRun):
         loss, hits = 0.0, 0
         rows_before, loss_before, hits_before = (position["rows_done"], position["loss_sum"],
                                                  position["n_correct"])
+        rows_so_far = begin
         try:
             for rows, weight, global_weight, rows_after in self._step_plan(begin, end):
                 self.global_weight = float(global_weight)
+                self.global_rows, rows_so_far = float(rows_after - rows_so_far), rows_after
                 # This rank's weighted mean -> its part of the global weighted mean.
                 stepper.gradient_scale = weight / global_weight if global_weight > 0 else 0.0
                 try:

@@ -137,10 +137,17 @@ def test_same_model_through_warm_start_and_partial_fit():
                                                           rel=1e-15)
 
 
-def test_loss_curve_close_to_sklearn():
-    """The loss curve adds the L2 term of the epoch's last weights for every
-    batch where scikit-learn adds each batch's own: equal to ~1e-6 here."""
-    X, y = targets("multiclass")
+@pytest.mark.parametrize("kind", ["multiclass", "regression-2d"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_loss_curve_equals_sklearn(kind, weighted):
+    """loss_curve_ is scikit-learn's: each batch's mean loss with the L2 term
+    of the weights it started from, weighted by its rows."""
+    X, y = targets(kind)
+    w = np.random.default_rng(1).uniform(0.2, 3.0, y.shape[0]) if weighted else None
+    Ours, Theirs = ((MLPRegressor, SkRegressor) if kind.startswith("regression")
+                    else (MLPClassifier, SkClassifier))
     settings = dict(hidden_layer_sizes=(24,), max_iter=20, random_state=0, alpha=1e-2)
-    ours, theirs = fit_both(MLPClassifier(**settings), SkClassifier(**settings), X, y)
-    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-5)
+    ours, theirs = fit_both(Ours(**settings), Theirs(**settings), X, y, w)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-12)
+    assert ours.best_loss_ == pytest.approx(theirs.best_loss_, rel=1e-12)

@@ -309,12 +309,10 @@ class BaseMLP(BaseEstimator):
         if self.batch_size != "auto" and self.batch_size > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
                           "It is going to be clipped", stacklevel=4)
-        n_batches = -(-n // batch)
-        weight_total = n if w_train is None else float(np.sum(w_train))
         schedule = "constant"
         if self.solver == "sgd" and self.learning_rate == "invscaling":
             schedule = InverseScalingBySamples(n, self.power_t, self.t_, fresh)
-        rule = SklearnRule(self, n, n_batches, weight_total, validation)
+        rule = SklearnRule(self, n, validation)
         self._converged = False
         epochs = 1 if incremental else self.max_iter
         own_stream = net._shuffle_rng

@@ -40,18 +40,26 @@ class InverseScalingBySamples(Schedule):
 
 
 class SklearnRule(Callback):
-    """End of epoch: the loss with its L2 term, then `end_epoch`."""
+    """End of epoch: scikit-learn's loss record, then `end_epoch`.
 
-    def __init__(self, estimator, n_rows, n_batches, weight_total, validation):
+    The C stepper records scikit-learn's loss (each batch's mean loss with
+    the L2 term of the weights it started from, times its rows;
+    BatchStepper.sklearn_loss), in a data-parallel run too (each rank adds
+    its part of the global batch's)."""
+
+    def __init__(self, estimator, n_rows, validation):
         self.est, self.n_rows = estimator, n_rows
-        self.l2_factor = 0.5 * estimator.alpha * n_batches / weight_total
         self.validation = validation
 
+    def on_train_begin(self, run):
+        stepper, net = run.stepper, run.network
+        stepper.sklearn_loss = True
+        stepper.loss_scale = 1.0 / net.n_outputs if net.output == "identity" else 1.0
+
     def on_epoch_end(self, run, record):
-        est, net = self.est, run.network
-        loss = record["loss"] / (net.n_outputs if net.output == "identity" else 1)
-        loss += self.l2_factor * sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights)
-        return end_epoch(est, loss, run.optimizer, self.validation, self.n_rows)
+        # The stepper's sum over the rows, divided as scikit-learn divides it.
+        loss = record["loss"] * run.epoch_weight / self.n_rows
+        return end_epoch(self.est, loss, run.optimizer, self.validation, self.n_rows)
 
 
 def end_epoch(est, loss, optimizer, validation, n_rows):
