@@ -14,7 +14,7 @@ cdef struct Layout:
     const Py_ssize_t* b_offsets    # (n_layers)
     const int32_t* activations     # (n_layers); the last is ACT_IDENTITY
     const double* dropout          # (n_layers): drop rate after each layer; the last is 0
-    int output                     # OUT_SOFTMAX, OUT_IDENTITY or OUT_SIGMOID
+    int output                     # OUT_SOFTMAX, OUT_IDENTITY, OUT_SIGMOID or OUT_EXP
     Py_ssize_t n_params
     Py_ssize_t act_width           # sum(sizes[1:]): activations kept per row
     Py_ssize_t hidden_width        # sum(sizes[1:-1]): hidden units per row

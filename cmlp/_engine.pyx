@@ -43,10 +43,10 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from cmlp._kernels import ACTIVATION_CODES, OUTPUT_CODES
 
 from cmlp._kernels cimport (
-    ACT_GELU, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
-    activation_forward, dropout_backward, dropout_forward, dropout_seed,
+    ACT_GELU, OUT_EXP, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
+    activation_forward, dropout_backward, dropout_forward, dropout_seed, exp_forward,
     linear_backward, linear_backward_sgd, linear_backward_sgd_next_forward, linear_forward,
-    mse_backward, mse_loss,
+    mse_backward, mse_loss, poisson_backward, poisson_loss,
     sigmoid_bce_backward, sigmoid_bce_loss, sigmoid_forward,
     softmax_forward, softmax_xent_backward, softmax_xent_loss,
 )
@@ -223,6 +223,9 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
         loss = softmax_xent_backward(dz, out, labels, weights, m, k, n_correct)
     elif layout.output == OUT_SIGMOID:
         loss = sigmoid_bce_backward(dz, out, targets, weights, m, k, n_correct)
+    elif layout.output == OUT_EXP:
+        loss = poisson_backward(dz, out, targets, weights, m, k)
+        n_correct[0] = 0
     else:
         loss = mse_backward(dz, out, targets, weights, m, k)
         n_correct[0] = 0
@@ -360,6 +363,8 @@ cdef int _forward_rows(floating* work, const floating* params,
             softmax_forward(out + start * k, raw, m, k)
         elif layout.output == OUT_SIGMOID:
             sigmoid_forward(out + start * k, raw, m * k)
+        elif layout.output == OUT_EXP:
+            exp_forward(out + start * k, raw, m * k)
         else:
             memcpy(out + start * k, raw, m * k * sizeof(floating))
         # With finite inputs and parameters only an overflow gets here; the
@@ -480,6 +485,8 @@ cdef double _loss_sum(const Layout* layout, const floating* raw, const int32_t* 
     if layout.output == OUT_SIGMOID:
         return sigmoid_bce_loss(raw, targets, weights, m, k, hits)
     hits[0] = 0
+    if layout.output == OUT_EXP:
+        return poisson_loss(raw, targets, weights, m, k)
     return mse_loss(raw, targets, weights, m, k)
 
 

@@ -20,6 +20,7 @@ cpdef enum Output:
     OUT_SOFTMAX = 0     # softmax + cross-entropy, integer labels
     OUT_IDENTITY = 1    # identity + 1/(2m) sum of squares, float targets
     OUT_SIGMOID = 2     # sigmoid + binary cross-entropy, multi-label targets
+    OUT_EXP = 3         # exp (log link) + half Poisson deviance, targets >= 0
 
 # z (m, n_out) = a_prev (m, n_in) @ W (n_in, n_out) + b (n_out)
 cdef void linear_forward(floating* z, const floating* a_prev,
@@ -63,6 +64,7 @@ cdef void tanh_backward(floating* dz, const floating* a, const floating* da,
 cdef void sigmoid_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil
 cdef void sigmoid_backward(floating* dz, const floating* a, const floating* da,
                            Py_ssize_t n) noexcept nogil
+cdef void exp_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil
 cdef void leaky_relu_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil
 cdef void leaky_relu_backward(floating* dz, const floating* a, const floating* da,
                               Py_ssize_t n) noexcept nogil
@@ -133,3 +135,14 @@ cdef double sigmoid_bce_loss(const floating* z, const floating* y,
 cdef double sigmoid_bce_backward(floating* dz, const floating* z, const floating* y,
                                  const floating* weights, Py_ssize_t m, Py_ssize_t k,
                                  Py_ssize_t* n_correct) noexcept nogil
+
+# Half Poisson deviance of mu = exp(z) against targets y >= 0 (m, k), summed
+# over the k outputs of a row: mu - y z + y log y - y (scikit-learn's
+# poisson_loss: 0 for a perfect fit; y log y = 0 at y = 0); no hits counted.
+cdef double poisson_loss(const floating* z, const floating* y,
+                         const floating* weights, Py_ssize_t m,
+                         Py_ssize_t k) noexcept nogil
+# dz_i = w_i (exp(z_i) - y_i) / sum(w).
+cdef double poisson_backward(floating* dz, const floating* z, const floating* y,
+                             const floating* weights, Py_ssize_t m,
+                             Py_ssize_t k) noexcept nogil

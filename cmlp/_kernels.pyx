@@ -279,6 +279,12 @@ cdef void sigmoid_backward(floating* dz, const floating* a, const floating* da,
         dz[i] = da[i] * a[i] * (1 - a[i])
 
 
+cdef void exp_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        a[i] = _exp(z[i])
+
+
 cdef void leaky_relu_forward(floating* a, const floating* z, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating slope = <floating> (LEAKY_SLOPE_PER_MILLE / 1000.0)
@@ -573,8 +579,55 @@ cdef double sigmoid_bce_backward(floating* dz, const floating* z, const floating
     return loss
 
 
+cdef inline double _poisson_row(floating* mu, const floating* zi, const floating* yi,
+                                Py_ssize_t k) noexcept nogil:
+    # sum_j exp(z_j) - y_j z_j + y_j log y_j - y_j, leaving exp(z) in mu
+    # unless mu is NULL. log y in double: y log y - y z cancels as the fit
+    # gets good.
+    cdef Py_ssize_t j
+    cdef floating e
+    cdef double y, loss = 0
+    for j in range(k):
+        e = _exp(zi[j])
+        if mu != NULL:
+            mu[j] = e
+        y = yi[j]
+        loss += e - y * zi[j] - y
+        if y > 0:
+            loss += y * log(y)
+    return loss
+
+
+cdef double poisson_loss(const floating* z, const floating* y,
+                         const floating* weights, Py_ssize_t m,
+                         Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double row_loss, loss = 0
+    for i in range(m):
+        row_loss = _poisson_row(<floating*> NULL, z + i * k, y + i * k, k)
+        loss += row_loss if weights == NULL else weights[i] * row_loss
+    return loss
+
+
+cdef double poisson_backward(floating* dz, const floating* z, const floating* y,
+                             const floating* weights, Py_ssize_t m,
+                             Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef double row_loss, loss = 0
+    cdef double weight_sum = _weight_sum(weights, m)
+    cdef floating share
+    for i in range(m):
+        row_loss = _poisson_row(dz + i * k, z + i * k, y + i * k, k)
+        loss += row_loss if weights == NULL else weights[i] * row_loss
+        share = _row_factor(weights, i, weight_sum)
+        for j in range(i * k, (i + 1) * k):
+            dz[j] = (dz[j] - y[j]) * share
+    return loss
+
+
 # The codes as Python sees them: cmlp._layout builds its name tables from
 # these, so the Python side never copies an enum value by hand.
 ACTIVATION_CODES = {"identity": ACT_IDENTITY, "relu": ACT_RELU, "tanh": ACT_TANH,
                     "sigmoid": ACT_SIGMOID, "leaky_relu": ACT_LEAKY_RELU, "gelu": ACT_GELU}
-OUTPUT_CODES = {"softmax": OUT_SOFTMAX, "identity": OUT_IDENTITY, "sigmoid": OUT_SIGMOID}
+OUTPUT_CODES = {"softmax": OUT_SOFTMAX, "identity": OUT_IDENTITY, "sigmoid": OUT_SIGMOID,
+                "exp": OUT_EXP}

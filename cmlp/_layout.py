@@ -12,6 +12,8 @@ from cmlp._kernels import ACTIVATION_CODES, OUTPUT_CODES
 # Name -> code of the C enums in _kernels.pxd.
 ACTIVATIONS = {name: int(code) for name, code in ACTIVATION_CODES.items()}
 OUTPUTS = {name: int(code) for name, code in OUTPUT_CODES.items()}
+# Outputs that regress (float targets, no accuracy); the others classify.
+REGRESSION_OUTPUTS = ("identity", "exp")
 # Activations initialised with He (the ReLU family); the others get Glorot.
 HE_INIT = ("relu", "leaky_relu", "gelu")
 DTYPES = {"float32": np.float32, "float64": np.float64}

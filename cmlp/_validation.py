@@ -51,6 +51,8 @@ def check_Xy(X, y, n_features, n_outputs, output, dtype, names=("X", "y")):
     if output == "sigmoid" and ((targets < 0).any() or (targets > 1).any()):
         raise ValueError(f"{names[1]}: a sigmoid output needs targets in [0, 1] "
                          "(one column per label)")
+    if output == "exp" and (targets < 0).any():
+        raise ValueError(f"{names[1]}: an exp output (Poisson deviance) needs targets >= 0")
     return X, np.empty(0, dtype=np.int32), targets
 
 

@@ -25,7 +25,8 @@ __all__ = [
     "sigmoid_forward", "sigmoid_backward", "leaky_relu_forward", "leaky_relu_backward",
     "gelu_forward", "gelu_backward", "dropout_seed", "dropout_forward", "dropout_backward",
     "softmax_forward", "softmax_xent_loss", "softmax_xent_backward",
-    "mse_loss", "mse_backward", "sigmoid_bce_loss", "sigmoid_bce_backward", "sgd_update",
+    "mse_loss", "mse_backward", "exp_forward", "poisson_loss", "poisson_backward",
+    "sigmoid_bce_loss", "sigmoid_bce_backward", "sgd_update",
     "l2_grad", "momentum_update", "adam_update", "adam_step_update",
     "momentum_step_update",
 ]
@@ -415,6 +416,62 @@ def _mse_backward(floating[:, ::1] dz, const floating[:, ::1] yhat,
     with nogil:
         loss = K.mse_backward(&dz[0, 0], &yhat[0, 0], &y[0, 0], _wptr(w), y.shape[0],
                               y.shape[1])
+    return loss
+
+
+def exp_forward(z):
+    """mu = exp(z), the output of a Poisson (log-link) network."""
+    (z,) = _floats(z)
+    mu = np.empty_like(z)
+    if z.size:
+        _exp_forward(mu.reshape(-1), z.reshape(-1))
+    return mu
+
+
+def _exp_forward(floating[::1] mu, const floating[::1] z):
+    _fit(mu.shape[0] == z.shape[0] > 0)
+    with nogil:
+        K.exp_forward(&mu[0], &z[0], z.shape[0])
+
+
+def _nonnegative(y):
+    if (y < 0).any():
+        raise ValueError("y: the Poisson deviance needs targets >= 0")
+
+
+def poisson_loss(z, y, sample_weight=None):
+    """Sum over rows of w_i * half Poisson deviance of exp(z_i) vs y_i, summed
+    over outputs: exp(z) - y z + y log y - y, from the log-means z."""
+    z, y = _targets(z, y)
+    _nonnegative(y)
+    return _poisson_loss(z, y, _weights(sample_weight, y.shape[0], y.dtype))
+
+
+def _poisson_loss(const floating[:, ::1] z, const floating[:, ::1] y, const floating[::1] w):
+    cdef double loss
+    _fit(min(y.shape[0], y.shape[1]) > 0 and (z.shape[0], z.shape[1]) == (y.shape[0], y.shape[1])
+         and w.shape[0] in (0, y.shape[0]))
+    with nogil:
+        loss = K.poisson_loss(&z[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1])
+    return loss
+
+
+def poisson_backward(z, y, sample_weight=None):
+    """(dz = w_i (exp(z_i) - y_i) / sum(w), the poisson_loss sum)."""
+    z, y = _targets(z, y)
+    _nonnegative(y)
+    dz = np.empty_like(y)
+    return dz, _poisson_backward(dz, z, y, _weights(sample_weight, y.shape[0], y.dtype))
+
+
+def _poisson_backward(floating[:, ::1] dz, const floating[:, ::1] z,
+                      const floating[:, ::1] y, const floating[::1] w):
+    cdef double loss
+    _fit(min(y.shape[0], y.shape[1]) > 0 and (z.shape[0], z.shape[1]) == (y.shape[0], y.shape[1])
+         and (dz.shape[0], dz.shape[1]) == (y.shape[0], y.shape[1]) and w.shape[0] in (0, y.shape[0]))
+    with nogil:
+        loss = K.poisson_backward(&dz[0, 0], &z[0, 0], &y[0, 0], _wptr(w), y.shape[0],
+                                  y.shape[1])
     return loss
 
 

@@ -57,7 +57,7 @@ import zlib
 import numpy as np
 
 from cmlp import _blas
-from cmlp._layout import aligned_zeros
+from cmlp._layout import REGRESSION_OUTPUTS, aligned_zeros
 from cmlp.training import REFERENCE_ROWS, TrainingDiverged, TrainingRun, total_weight
 
 # Seconds a failing rank waits, after writing its traceback, before aborting.
@@ -303,7 +303,7 @@ class DataParallelRun(TrainingRun):
                        weight, hi - lo)
         loss_sum, correct, weight, rows = identical_sum(self.comm, sums)
         record = {"loss": loss_sum / weight}
-        if self.network.output != "identity":
+        if self.network.output not in REGRESSION_OUTPUTS:
             record["accuracy"] = correct / rows
         return record
 

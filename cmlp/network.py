@@ -14,6 +14,7 @@ from cmlp import _engine, persistence
 from cmlp._layout import (
     ACTIVATIONS,
     OUTPUTS,
+    REGRESSION_OUTPUTS,
     aligned_zeros,
     check_architecture,
     check_dropout,
@@ -58,12 +59,15 @@ class Network:
         Hidden activation, one of ``relu``, ``leaky_relu`` (slope 0.01),
         ``gelu`` (exact, z Phi(z)), ``tanh``, ``sigmoid``, ``identity``, or
         one name per hidden layer.
-    output : {"softmax", "identity", "sigmoid"}
+    output : {"softmax", "identity", "sigmoid", "exp"}
         ``softmax``: softmax + cross-entropy over integer labels in [0, k).
         ``identity``: raw outputs + mean squared error, 1/(2m) sum (yhat - y)^2,
         over float targets of shape (n, k).
         ``sigmoid``: k independent sigmoids + binary cross-entropy, for
         multi-label targets of shape (n, k) in [0, 1] (usually 0/1).
+        ``exp``: exp(z), the log link of Poisson regression, + half Poisson
+        deviance, 1/m sum exp(z) - y z + y log y - y, over targets >= 0
+        (counts, rates) of shape (n, k).
     dtype : {"float32", "float64"}
         The dtype of parameters and all computation; inputs are converted to it.
     seed : int or None
@@ -300,7 +304,7 @@ class Network:
     def predict_proba(self, X, out: np.ndarray | None = None) -> np.ndarray:
         """Class probabilities (n, k) for a softmax network; per-label
         probabilities (n, k) for a sigmoid one."""
-        if self.output == "identity":
+        if self.output in REGRESSION_OUTPUTS:
             raise ValueError("predict_proba needs a softmax or sigmoid output; use forward "
                              "or predict")
         return self.forward(X, out=out)
@@ -309,7 +313,8 @@ class Network:
         """Class labels (n,) for a softmax network; 0/1 label indicators
         (n, k), probability > 0.5, for a sigmoid one; outputs (n, k) for an
         identity one. A network fit on 1-D targets (one output) answers
-        with shape (n,), like its targets."""
+        with shape (n,), like its targets. An exp network answers exp(z),
+        its predicted means."""
         P = self.forward(X)
         if self.output == "softmax":
             return P.argmax(axis=1)
@@ -345,7 +350,7 @@ class Network:
                                          weights)
         n = X.shape[0]
         result = {"loss": loss / total_weight(weights, n)}
-        if self.output != "identity":
+        if self.output not in REGRESSION_OUTPUTS:
             result["accuracy"] = correct / n
         return result
 

@@ -158,9 +158,9 @@ def to_model(net):
     for l, (W, b) in enumerate(zip(net.weights, net.biases)):
         z = g.op("Gemm", current, g.constant(W, f"W{l}"), g.constant(b, f"b{l}"), out=f"z{l}")
         current = g.activation(net.activations[l], z) if l < last else z
-    output = "outputs" if net.output == "identity" else "probabilities"
+    output = "outputs" if net.output in ("identity", "exp") else "probabilities"
     final = {"softmax": ("Softmax", {"axis": 1}), "sigmoid": ("Sigmoid", {}),
-             "identity": ("Identity", {})}[net.output]
+             "identity": ("Identity", {}), "exp": ("Exp", {})}[net.output]
     g.op(final[0], current, out=output, **final[1])
     graph = helper.make_graph(
         g.nodes, "cmlp",

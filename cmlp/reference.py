@@ -10,12 +10,14 @@ Math, with m rows in the batch and W of shape (n_in, n_out):
     z = a_prev @ W + b,  a = act(z)
     softmax + cross-entropy:  dL/dz_out = (p - onehot(y)) / m
     identity + MSE, L = 1/(2m) sum (yhat - y)^2:  dL/dz_out = (yhat - y) / m
+    exp + half Poisson deviance, L = 1/m sum exp(z) - y z + y log y - y:
+        dL/dz_out = (exp(z) - y) / m
     dW = a_prev^T @ dz,  db = sum(dz, axis=0),  da_prev = dz @ W^T
     dz_prev = da_prev * act'(z_prev)
 Nothing here is tuned for speed.
 """
 import numpy as np
-from scipy.special import erfc, expit
+from scipy.special import erfc, expit, xlogy
 
 from cmlp._layout import (
     check_architecture,
@@ -184,6 +186,24 @@ def mse_backward(yhat, y, sample_weight=None):
     return dz, mse_loss(yhat, y, sample_weight)
 
 
+def exp_forward(z):
+    return np.exp(z)
+
+
+def poisson_loss(z, y, sample_weight=None):
+    """scikit-learn's half Poisson deviance of mu = exp(z), summed per row:
+    y log(y / mu) - y + mu."""
+    z64, y64 = z.astype(np.float64), y.astype(np.float64)
+    losses = (xlogy(y64, y64 / np.exp(z64)) - y64 + np.exp(z64)).sum(axis=1)
+    return _weighted_sum(losses, sample_weight)
+
+
+def poisson_backward(z, y, sample_weight=None):
+    m = y.shape[0]
+    dz = (exp_forward(z) - y) * _row_shares(sample_weight, m, y.dtype)[:, None]
+    return dz, poisson_loss(z, y, sample_weight)
+
+
 def sigmoid_bce_loss(z, y, sample_weight=None):
     """Binary cross-entropy from logits, softplus(z) - y z, summed per row;
     a hit is a row with every label right."""
@@ -299,6 +319,8 @@ class ReferenceNetwork:
         raw = self._forward_all(X)[0][-1]
         if self.output == "softmax":
             return softmax_forward(raw)
+        if self.output == "exp":
+            return exp_forward(raw)
         return sigmoid_forward(raw) if self.output == "sigmoid" else raw
 
     def _loss_backward(self, raw, y, sample_weight):
@@ -309,6 +331,8 @@ class ReferenceNetwork:
         if self.output == "sigmoid":
             dz, loss, _ = sigmoid_bce_backward(raw, target, sample_weight)
             return dz, loss
+        if self.output == "exp":
+            return poisson_backward(raw, target, sample_weight)
         return mse_backward(raw, target, sample_weight)
 
     def loss(self, X, y, sample_weight=None):

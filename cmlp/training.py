@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from cmlp._engine import is_finite
-from cmlp._layout import split_seed
+from cmlp._layout import REGRESSION_OUTPUTS, split_seed
 from cmlp._stepper import BatchStepper
 from cmlp.callbacks import Callback, Checkpoint, EarlyStopping, EpochEnd, PrintEpochs, ProgressBar
 from cmlp.history import History
@@ -263,7 +263,7 @@ class TrainingRun:
                 f"{self.divergence_factor:.0e} x the loss the run began with ({self.reference_loss:.3g})"
                 f"; the learning rate is probably too high for this data (the network is "
                 f"back where epoch {self.epoch} started)")
-        if net.output != "identity":
+        if net.output not in REGRESSION_OUTPUTS:
             record["accuracy"] = position["n_correct"] / self.epoch_rows
         record["lr"] = rate
         record["seconds"] = time.perf_counter() - start

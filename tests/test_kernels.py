@@ -182,7 +182,7 @@ def test_softmax_is_stable_for_huge_logits(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("loss", ["softmax_xent", "mse", "sigmoid_bce"])
+@pytest.mark.parametrize("loss", ["softmax_xent", "mse", "sigmoid_bce", "poisson"])
 def test_weighted_losses(dtype, loss):
     rng = np.random.default_rng(8)
     m, k = 19, 5
@@ -191,6 +191,8 @@ def test_weighted_losses(dtype, loss):
         y = rng.integers(0, k, m)
     elif loss == "mse":
         y = rand(rng, m, k, dtype=dtype)
+    elif loss == "poisson":
+        y = rng.poisson(2.0, (m, k)).astype(dtype)
     else:
         y = (rng.random((m, k)) < 0.4).astype(dtype)
     w = rng.random(m).astype(dtype) * 3

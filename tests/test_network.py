@@ -124,6 +124,35 @@ def test_identity_output_regression():
     assert one.evaluate(X, Y[:, 0])["loss"] > 0      # 1-D targets for one output
 
 
+def test_exp_output_poisson_regression(tmp_path):
+    """output='exp': predictions exp(z) and half the Poisson deviance; it
+    learns a log-linear mean, refuses negative targets, saves and loads."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2000, 3))
+    mean = np.exp(X @ [0.4, -0.3, 0.2] + 0.5)
+    y = rng.poisson(mean).astype(float)
+    net = Network([3, 16, 1], "tanh", "exp", "float64", seed=0)
+    before = net.evaluate(X, y)["loss"]
+    history = net.fit(X, y, epochs=40, batch_size=32, lr=0.02, verbose=0)
+    after = net.evaluate(X, y)
+    assert set(after) == {"loss"} and "accuracy" not in history.keys()
+    assert after["loss"] < 0.7 * before
+    mu = net.predict(X)
+    assert mu.shape == (2000,) and (mu > 0).all()
+    assert np.corrcoef(np.log(mu), np.log(mean))[0, 1] > 0.95
+    # The loss is the mean half deviance of the predictions themselves.
+    deviance = np.mean(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0) - y + mu)
+    assert np.isclose(after["loss"], deviance, rtol=1e-12)
+    with pytest.raises(ValueError, match=">= 0"):
+        net.fit(X, -y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="softmax or sigmoid"):
+        net.predict_proba(X)
+    net.save(tmp_path / "poisson.npz")
+    loaded = Network.load(tmp_path / "poisson.npz")
+    assert loaded.output == "exp"
+    np.testing.assert_array_equal(loaded.predict(X), mu)
+
+
 def test_history_records():
     X, y = toy()
     seen = []

@@ -11,7 +11,7 @@ from cmlp import Network
 from helpers import run_cli
 
 ACTIVATIONS = ["relu", "leaky_relu", "gelu", "tanh", "sigmoid", "identity"]
-OUTPUTS = ["softmax", "sigmoid", "identity"]
+OUTPUTS = ["softmax", "sigmoid", "identity", "exp"]
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 
 
@@ -45,7 +45,7 @@ def test_onnx_runtime_agrees_with_forward(tmp_path, mnist_test, activation, outp
     net.to_onnx(path)
     runner = session(path)
     assert [i.name for i in runner.get_inputs()] == ["X"]
-    name = "outputs" if output == "identity" else "probabilities"
+    name = "outputs" if output in ("identity", "exp") else "probabilities"
     assert [o.name for o in runner.get_outputs()] == [name]
     random_rows = (rng.standard_normal((500, 784)) * 3).astype(dtype)
     for X in (mnist_test.astype(dtype), random_rows):

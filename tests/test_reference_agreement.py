@@ -11,7 +11,7 @@ from cmlp._layout import split_flat
 from cmlp.reference import ReferenceNetwork
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "identity", "leaky_relu", "gelu"]
-OUTPUTS = ["softmax", "identity", "sigmoid"]
+OUTPUTS = ["softmax", "identity", "sigmoid", "exp"]
 DTYPES = ["float64", "float32"]
 SIZES = [13, 16, 8, 5]
 CASES = list(itertools.product(ACTIVATIONS, OUTPUTS, DTYPES))
@@ -33,6 +33,8 @@ def data(output, n=40, seed=0):
         y = rng.integers(0, SIZES[-1], n)
     elif output == "sigmoid":
         y = (rng.random((n, SIZES[-1])) < 0.4).astype(np.float64)
+    elif output == "exp":
+        y = rng.poisson(1.5, (n, SIZES[-1])).astype(np.float64)
     else:
         y = rng.standard_normal((n, SIZES[-1]))
     return X, y

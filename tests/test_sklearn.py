@@ -30,7 +30,9 @@ ESTIMATORS = [MLPClassifier(random_state=0), MLPClassifier(solver="sgd", random_
               MLPClassifier(solver="lbfgs", random_state=0),
               MLPClassifier(dtype="float32", random_state=0), MLPRegressor(random_state=0),
               MLPRegressor(solver="sgd", random_state=0),
-              MLPRegressor(solver="lbfgs", random_state=0)]
+              MLPRegressor(solver="lbfgs", random_state=0),
+              MLPRegressor(loss="poisson", random_state=0),
+              MLPRegressor(loss="poisson", solver="lbfgs", random_state=0)]
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failed_checks)

@@ -45,6 +45,13 @@ def targets(kind):
     if kind == "regression-2d":
         X, t = make_regression(400, 12, n_targets=2, noise=0.5, random_state=1)
         return X, t / 100
+    if kind.startswith("counts"):               # Poisson targets, log-linear in X
+        rng = np.random.default_rng(3)
+        X = rng.normal(size=(400, 8))
+        width = 2 if kind == "counts-2d" else 1
+        mean = np.exp(0.3 * X[:, :width] - 0.2 * X[:, width:2 * width] + 0.5)
+        t = rng.poisson(mean).astype(float)
+        return X, t[:, 0] if width == 1 else t
     return X, y
 
 
@@ -95,6 +102,21 @@ def test_regressor_same_model(solver, kind):
                     **SOLVERS[solver])
     ours, theirs = fit_both(MLPRegressor(**settings), SkRegressor(**settings), X, y)
     assert_same_model(ours, theirs, X, tolerance(solver))
+
+
+@pytest.mark.parametrize("solver", ["sgd-nesterov", "adam", "lbfgs"])
+@pytest.mark.parametrize("kind", ["counts-1d", "counts-2d"])
+def test_poisson_regressor_same_model(solver, kind):
+    X, y = targets(kind)
+    settings = dict(loss="poisson", hidden_layer_sizes=(12,), activation="tanh", max_iter=30,
+                    random_state=0, **SOLVERS[solver])
+    settings["learning_rate_init"] = min(settings.get("learning_rate_init", 0.01), 0.01)
+    ours, theirs = fit_both(MLPRegressor(**settings), SkRegressor(**settings), X, y)
+    assert ours.out_activation_ == theirs.out_activation_ == "exp"
+    assert_same_model(ours, theirs, X, tolerance(solver))
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-10)
+    if solver != "lbfgs":            # scikit-learn keeps no loss_curve_ for lbfgs
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
 
 
 @pytest.mark.parametrize("solver", ["sgd-nesterov", "adam", "lbfgs"])

@@ -22,7 +22,6 @@ EXPECTED_FAILURES = {
     "test_gradient": "calls the private MLPClassifier._loss_grad_lbfgs (cmlp's gradient is "
                      "checked against finite differences in tests/test_kernels.py)",
     "test_sparse_matrices": "not yet: sparse X (issue 18, item 3)",
-    "test_mlp_vs_poisson_glm_equivalent": "not yet: loss='poisson' (issue 18, item 4)",
 }
 
 

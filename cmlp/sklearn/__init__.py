@@ -57,8 +57,8 @@ def from_sklearn(estimator, dtype=None):
         raise TypeError(f"expected a fitted scikit-learn MLP, got {type(estimator).__name__}")
     ours = kind(**estimator.get_params(), dtype=dtype or "float64")
     hidden = [W.shape[1] for W in estimator.coefs_[:-1]]
-    output = {"softmax": "softmax", "logistic": "sigmoid",
-              "identity": "identity"}[estimator.out_activation_]
+    output = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity",
+              "exp": "exp"}[estimator.out_activation_]
     net = Network([estimator.coefs_[0].shape[0], *hidden, estimator.coefs_[-1].shape[1]],
                   ACTIVATIONS[estimator.activation], output, ours.dtype, seed=0)
     net.set_weights(estimator.coefs_, estimator.intercepts_)
@@ -89,6 +89,12 @@ def expected_failed_checks(estimator):
             "lbfgs fits the check's small multilabel set until some logistic outputs round to "
             "exactly 1.0 and the check asks < 1; scikit-learn's own MLPClassifier(solver="
             "'lbfgs') fails it the same way")
+    if getattr(estimator, "loss", None) == "poisson" \
+            and getattr(estimator, "solver", None) != "lbfgs":
+        failures["check_regressors_train"] = (
+            "the check's positive targets are not counts of a log-linear mean: 200 epochs of "
+            "adam or sgd on the Poisson deviance reach R^2 < 0.5 there; scikit-learn's own "
+            "MLPRegressor(loss='poisson') fails it the same way")
     return failures
 
 

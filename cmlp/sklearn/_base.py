@@ -228,7 +228,7 @@ class BaseMLP(BaseEstimator):
         self.n_layers_ = len(hidden) + 2
         self.n_outputs_ = k
         self.out_activation_ = {"softmax": "softmax", "sigmoid": "logistic",
-                                "identity": "identity"}[output]
+                                "identity": "identity", "exp": "exp"}[output]
         self._best_parameters = self.network_.parameters.copy()
         if self.solver in STOCHASTIC:
             self.loss_curve_ = []
@@ -246,7 +246,8 @@ class BaseMLP(BaseEstimator):
         coefs = [np.asarray(W) for W in self.coefs_]
         intercepts = [np.asarray(b) for b in self.intercepts_]
         sizes = [coefs[0].shape[0], *(W.shape[1] for W in coefs)]
-        output = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity"}[
+        output = {"softmax": "softmax", "logistic": "sigmoid", "identity": "identity",
+                  "exp": "exp"}[
             getattr(self, "out_activation_", self._output_kind_default())]
         dtype = self.dtype or (np.float32 if coefs[0].dtype == np.float32 else np.float64)
         seed = self.random_state if isinstance(self.random_state, numbers.Integral) else 0

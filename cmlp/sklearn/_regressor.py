@@ -8,7 +8,8 @@ from sklearn.metrics import r2_score
 from cmlp.sklearn import _docs
 from cmlp.sklearn._base import BaseMLP
 
-LOSSES = ("squared_error",)
+# loss -> the output kind of cmlp's engine that computes it.
+LOSSES = {"squared_error": "identity", "poisson": "exp"}
 
 
 class MLPRegressor(RegressorMixin, BaseMLP):
@@ -18,12 +19,17 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     The same parameters, defaults and fitted attributes as
     ``sklearn.neural_network.MLPRegressor``, and the same model from the
     same settings and random_state: an identity output trained on half the
-    mean squared error.
+    mean squared error, or an exponential one (log link) trained on half the
+    Poisson deviance.
 
     Parameters
     ----------
-    loss : {{'squared_error'}}, default='squared_error'
-        The loss: half the mean squared error.
+    loss : {{'squared_error', 'poisson'}}, default='squared_error'
+        'squared_error': an identity output and half the squared error,
+        1/2 (y_pred - y)^2 (``loss_curve_`` averages it over the outputs,
+        as scikit-learn). 'poisson': predictions exp(z) (the log link) and
+        half the Poisson deviance, y log(y / y_pred) - y + y_pred, summed
+        over the outputs; y must be >= 0 (counts, rates, frequencies).
 {_docs.indented(_docs.PARAMETERS)}
 
     Attributes
@@ -58,17 +64,20 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     def _check_params(self):
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
         return super()._check_params()
 
     def _output_kind_default(self):
-        return "identity"
+        return LOSSES.get(self.loss, "identity")
 
     def _output_kind(self):
-        return "identity"
+        return LOSSES[self.loss]
 
     def _encode_targets(self, y, first_pass, incremental):
         y = np.asarray(y, dtype=np.float64)
+        if self.loss == "poisson" and (y < 0).any():
+            raise ValueError("loss='poisson' needs y >= 0 (the Poisson deviance of a "
+                             "negative target is undefined)")
         return y.reshape(-1, 1) if y.ndim == 1 else y
 
     def _predict_outputs(self, P):
@@ -92,3 +101,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             The predicted values.
         """
         return self._predict_outputs(self._outputs(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.positive_only = self.loss == "poisson"
+        return tags
