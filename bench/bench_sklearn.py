@@ -1,6 +1,7 @@
 """cmlp.sklearn against scikit-learn's MLP: fit time and score, same settings.
 
-    python bench/bench_sklearn.py [--data DIR] [--mnist-epochs N] [--smoke]
+    python bench/bench_sklearn.py [--data DIR] [--mnist-epochs N] [--sparse-rows N]
+                                  [--sparse-epochs N] [--smoke]
 
 scikit-learn's bundled real datasets (digits, breast cancer, wine: MLPClassifier;
 diabetes: MLPRegressor), each in a StandardScaler pipeline, 5-fold CV (stratified
@@ -11,7 +12,10 @@ fold by fold, each fold starting with the next system. cmlp runs twice: at its
 default, dtype=None (float64 for float64 input, as scikit-learn computes: the
 same model as scikit-learn's), and with dtype="float32" (cmlp's fast option).
 The bundled sets run once with adam (the default solver) and once with
-solver="lbfgs" (its own rows). Fit time is the sum over folds;
+solver="lbfgs" (its own rows). Then a sparse case: TF-IDF-like text features
+(--sparse-rows x 50,000 columns, ~0.2 % stored: 250 words a document drawn
+from a Zipf vocabulary plus 3 topic words of its class, 10 classes), CSR,
+80/20 split, --sparse-epochs epochs of the defaults. Fit time is the sum over folds;
 the score is the mean test score (accuracy, or R^2 for diabetes) +- its std over
 folds. Prints a Markdown table and writes JSON under bench/results/.
 """
@@ -21,8 +25,10 @@ import time
 import warnings
 
 import numpy as np
+import scipy.sparse
 from sklearn import datasets
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neural_network import MLPClassifier as SkClassifier
 from sklearn.neural_network import MLPRegressor as SkRegressor
@@ -53,6 +59,36 @@ def bundled(smoke):
         yield name, kind, X.astype(np.float64), y
 
 
+def tfidf_like(n_rows, n_cols=50_000, words=250, topic_words=3, classes=10, seed=0):
+    """(X CSR float64, y): documents of `words` Zipf-drawn word ids plus
+    `topic_words` from their class's own 2,000-word topic, as TF-IDF rows."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n_rows)
+    common = np.minimum(rng.zipf(1.3, (n_rows, words)) - 1, n_cols - 1)
+    topics = rng.permutation(n_cols)[:classes * 2000].reshape(classes, 2000)
+    topical = topics[y[:, None], rng.integers(0, 2000, (n_rows, topic_words))]
+    ids = np.concatenate([common, topical], axis=1)
+    rows = np.repeat(np.arange(n_rows), ids.shape[1])
+    counts = scipy.sparse.csr_matrix((np.ones(rows.size), (rows, ids.ravel())),
+                                     shape=(n_rows, n_cols))
+    counts.sum_duplicates()
+    return TfidfTransformer().fit_transform(counts).tocsr(), y
+
+
+def sparse_case(n_rows, epochs):
+    """Fit time and test accuracy of each system on tfidf_like data."""
+    X, y = tfidf_like(n_rows)
+    cut = int(0.8 * n_rows)
+    out = {"shape": list(X.shape), "density": X.nnz / (X.shape[0] * X.shape[1])}
+    for system, make in SYSTEMS.items():
+        est = make("clf", random_state=0, max_iter=epochs)
+        start = time.perf_counter()
+        est.fit(X[:cut], y[:cut])
+        out[system] = {"fit_s": time.perf_counter() - start,
+                       "score": est.score(X[cut:], y[cut:]), "n_iter": est.n_iter_}
+    return out
+
+
 def cross_validated(kind, X, y, settings, folds):
     splitter = (StratifiedKFold if kind == "clf" else KFold)(folds, shuffle=True, random_state=0)
     fit_s = {name: 0.0 for name in SYSTEMS}
@@ -77,6 +113,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None)
     parser.add_argument("--mnist-epochs", type=int, default=10)
+    parser.add_argument("--sparse-rows", type=int, default=20_000)
+    parser.add_argument("--sparse-epochs", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="tiny data, 2 folds, few epochs")
     parser.add_argument("--results-dir", default=None)
     args = parser.parse_args()
@@ -112,6 +150,15 @@ def main():
     epochs = mnist["scikit-learn"]["n_iter"]
     rows.append([f"{source} ({X_train.shape[0]} train, {X_test.shape[0]} test, {epochs} epochs)"] + [
         f"{mnist[s]['score']:.4f} · {mnist[s]['fit_s']:.2f} s" for s in SYSTEMS])
+    sparse = sparse_case(300 if args.smoke else args.sparse_rows,
+                         1 if args.smoke else args.sparse_epochs)
+    results["sparse"] = sparse
+    base = sparse["scikit-learn"]["fit_s"]
+    rows.append([f"sparse TF-IDF-like ({sparse['shape'][0]}x{sparse['shape'][1]} CSR, "
+                 f"{100 * sparse['density']:.2f} % stored, 80/20, "
+                 f"{sparse['scikit-learn']['n_iter']} epochs)"] + [
+        f"{sparse[s]['score']:.4f} · {sparse[s]['fit_s']:.2f} s · "
+        f"{sparse[s]['fit_s'] / base:.2f}× scikit-learn" for s in SYSTEMS])
     for label, sums in (("adam", totals), ("lbfgs", lbfgs_totals)):
         base = sums["scikit-learn"]
         rows.append([f"summed fit time, bundled sets, {label}"] + [
@@ -120,6 +167,8 @@ def main():
           "cells: mean test score ± std · summed fit time · median epochs")
     print(markdown_table(["data set", *SYSTEMS], rows))
     path = write_json("sklearn", {"settings": {"folds": folds, "mnist_epochs": args.mnist_epochs,
+                                               "sparse_rows": args.sparse_rows,
+                                               "sparse_epochs": args.sparse_epochs,
                                                **settings},
                                   "results": results, "summed_fit_s": totals,
                                   "summed_fit_s_lbfgs": lbfgs_totals}, args.results_dir)

@@ -3,6 +3,8 @@
 from cython cimport floating
 from libc.stdint cimport int32_t, uint64_t
 
+from cmlp._sparse cimport CsrRows
+
 # Where each layer lives in the flat buffers. Layer l maps width sizes[l] to
 # sizes[l + 1]; its W (sizes[l], sizes[l+1]) starts at w_offsets[l] and its
 # b (sizes[l+1]) at b_offsets[l], in the parameter buffer and, identically,
@@ -38,13 +40,15 @@ cdef struct Layout:
 # z1 are all finite: a NaN or infinity anywhere in a row of X makes that
 # row of z1 non-finite (IEEE sums and products keep it; the weights are
 # finite), so this checks X at a sixth of the reads for MNIST's 784 -> 128.
+# sparse: X is these CSR rows instead (X is then NULL), e.g. TF-IDF features.
 # first_layer_done: layer 1's z1 is already in its slot (work[0 : m * sizes[1]]),
 # put there by backward_pass's x_next; start from its activation.
 cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
                             Py_ssize_t m, bint train, uint64_t dropout_key,
                             uint64_t step, bint* first_finite=*,
-                            bint first_layer_done=*) noexcept nogil
+                            bint first_layer_done=*,
+                            const CsrRows* sparse=*) noexcept nogil
 
 # After forward_pass on the same work/X/m/train: the gradient of the loss's
 # (weighted) batch mean into grads; or, with grads == NULL, the plain-SGD
@@ -54,6 +58,7 @@ cdef floating* forward_pass(floating* work, const floating* params,
 # x_next (fused SGD at m == 1 only, else NULL): the next row to train on; its
 # layer-1 pre-activation is computed in the same pass over W1 as the update
 # and left in layer 1's slot, for forward_pass(..., first_layer_done=True).
+# sparse: the CSR rows that were forward_pass's input (X NULL); needs grads.
 # gradient_scale multiplies every gradient (through dL/dz_out, m x k values:
 # no pass over the gradient buffer), e.g. a data-parallel rank's share.
 cdef double backward_pass(floating* grads, floating* params, floating* work,
@@ -61,7 +66,8 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
                           const int32_t* labels, const floating* targets,
                           const floating* weights, Py_ssize_t m, bint train,
                           floating sgd_lr, Py_ssize_t* n_correct,
-                          const floating* x_next=*, floating gradient_scale=*) noexcept nogil
+                          const floating* x_next=*, floating gradient_scale=*,
+                          const CsrRows* sparse=*) noexcept nogil
 
 # Seconds on the monotonic clock.
 cdef double monotonic_seconds() noexcept nogil

@@ -32,6 +32,8 @@ Design
   Python, check in O(1) (labels: O(n)) that their buffers fit the layout,
   so a wrong call is a ValueError rather than a crash.
 """
+import numpy as np
+
 cimport numpy as cnp
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, uint32_t, uint64_t
@@ -41,6 +43,8 @@ from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from cmlp._kernels import ACTIVATION_CODES, OUTPUT_CODES
+
+from cmlp._sparse cimport CsrMatrix, CsrRows, csr_linear_backward, csr_linear_forward
 
 from cmlp._kernels cimport (
     ACT_GELU, OUT_EXP, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
@@ -168,7 +172,8 @@ cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
                             Py_ssize_t m, bint train, uint64_t dropout_key,
                             uint64_t step, bint* first_finite=NULL,
-                            bint first_layer_done=False) noexcept nogil:
+                            bint first_layer_done=False,
+                            const CsrRows* sparse=NULL) noexcept nogil:
     cdef Py_ssize_t l, n_in, n_out, offset = 0, L = layout.n_layers
     cdef const floating* a_prev = X
     cdef floating* slot = work
@@ -179,7 +184,10 @@ cdef floating* forward_pass(floating* work, const floating* params,
         n_in = layout.sizes[l]
         n_out = layout.sizes[l + 1]
         slot = work + m * offset
-        if l > 0 or not first_layer_done:
+        if l == 0 and sparse != NULL:
+            csr_linear_forward(slot, sparse, params + layout.w_offsets[0],
+                               params + layout.b_offsets[0], m, n_in, n_out)
+        elif l > 0 or not first_layer_done:
             linear_forward(slot, a_prev, params + layout.w_offsets[l],
                            params + layout.b_offsets[l], m, n_in, n_out)
         if l == 0 and first_finite != NULL:
@@ -207,7 +215,8 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
                           const floating* weights, Py_ssize_t m, bint train,
                           floating sgd_lr, Py_ssize_t* n_correct,
                           const floating* x_next=NULL,
-                          floating gradient_scale=1) noexcept nogil:
+                          floating gradient_scale=1,
+                          const CsrRows* sparse=NULL) noexcept nogil:
     cdef Py_ssize_t i, l, L = layout.n_layers, n = 0
     cdef Py_ssize_t k = layout.sizes[L]
     # offset: where the slot of layer l - 1 (this layer's input) starts.
@@ -247,7 +256,10 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
                 a_prev = work + m * (layout.act_width + offset)
             else:
                 a_prev = slot
-        if grads == NULL and l == 0 and m == 1 and x_next != NULL:
+        if l == 0 and sparse != NULL:
+            csr_linear_backward(grads + layout.w_offsets[0], grads + layout.b_offsets[0], dz,
+                                sparse, m, layout.sizes[0], layout.sizes[1])
+        elif grads == NULL and l == 0 and m == 1 and x_next != NULL:
             # Batch-1 SGD: the next row's z1 comes out of the same pass over
             # W1, into layer 1's slot (free: its a1 was used above).
             linear_backward_sgd_next_forward(work, params + layout.w_offsets[0],
@@ -339,14 +351,16 @@ cdef int check_signals(double* last_check) except -1 nogil:
 cdef int _forward_rows(floating* work, const floating* params,
                        const Layout* layout, const floating* X,
                        floating* out, Py_ssize_t n,
-                       Py_ssize_t chunk) except -1 nogil:
+                       Py_ssize_t chunk, const CsrRows* sparse=NULL) except -1 nogil:
     # 1 when done; 0 at the first chunk holding NaN/inf; 2 at the first
     # chunk whose outputs are not finite (overflow); -1 on a signal.
+    # X is NULL for sparse rows (their values were checked at the boundary).
     cdef Py_ssize_t start = 0, m, d = layout.sizes[0]
     cdef Py_ssize_t k = layout.sizes[layout.n_layers]
     cdef floating* raw
     cdef double last_check = monotonic_seconds()
     cdef bint first_finite
+    cdef CsrRows rows
     while start < n:
         if start > 0:
             check_signals(&last_check)
@@ -355,10 +369,18 @@ cdef int _forward_rows(floating* work, const floating* params,
         # in cache and a sixth of X's size on MNIST: scanning X itself cost
         # 5 % of a 2048-row call. Only a bad chunk is scanned, to tell a
         # NaN/inf in X from an overflow in layer 1.
-        raw = forward_pass(work, params, layout, X + start * d, m, False, 0, 0,
-                           &first_finite)
-        if not first_finite:
-            return 0 if not all_finite(X + start * d, m * d) else 2
+        if sparse != NULL:
+            rows = sparse[0]
+            rows.first += start
+            raw = forward_pass(work, params, layout, NULL, m, False, 0, 0, &first_finite,
+                               False, &rows)
+            if not first_finite:
+                return 2
+        else:
+            raw = forward_pass(work, params, layout, X + start * d, m, False, 0, 0,
+                               &first_finite)
+            if not first_finite:
+                return 0 if not all_finite(X + start * d, m * d) else 2
         if layout.output == OUT_SOFTMAX:
             softmax_forward(out + start * k, raw, m, k)
         elif layout.output == OUT_SIGMOID:
@@ -375,8 +397,40 @@ cdef int _forward_rows(floating* work, const floating* params,
     return 1
 
 
+cdef class _Input:
+    """X as the passes read it: dense rows (x) or CSR rows (sparse)."""
+    cdef const void* x
+    cdef const CsrRows* sparse
+    cdef Py_ssize_t n, d
+    cdef object keep                # holds the buffer x points into
+
+
+cdef _Input _input(object X, object dtype):
+    # The one place an entry point's X is typed: a CsrMatrix of the
+    # parameters' dtype, or a C-contiguous 2-D array of it.
+    cdef _Input got = _Input.__new__(_Input)
+    cdef CsrMatrix csr
+    cdef const float[:, ::1] x32
+    cdef const double[:, ::1] x64
+    if isinstance(X, CsrMatrix):
+        csr = <CsrMatrix> X
+        _require(csr.data.dtype == dtype, "X must have the parameters' dtype")
+        got.sparse, got.x, got.n, got.d, got.keep = &csr.c, NULL, csr.n_rows, csr.n_cols, csr
+        return got
+    got.sparse = NULL
+    if dtype == np.float32:
+        x32 = X
+        got.n, got.d, got.keep = x32.shape[0], x32.shape[1], x32
+        got.x = &x32[0, 0] if got.n > 0 and got.d > 0 else NULL
+    else:
+        x64 = X
+        got.n, got.d, got.keep = x64.shape[0], x64.shape[1], x64
+        got.x = &x64[0, 0] if got.n > 0 and got.d > 0 else NULL
+    return got
+
+
 def forward(const floating[::1] params, NetLayout layout,
-            const floating[:, ::1] X,     # IN  (n, sizes[0])
+            object X,                     # IN  (n, sizes[0]): dense or CsrMatrix
             floating[:, ::1] out):        # OUT (n, sizes[L]): probabilities or raw
     """Network outputs for X into `out`. Returns 1 when done, 0 if X holds
     a NaN or an infinity, 2 if an output came out NaN or infinite (an
@@ -387,10 +441,11 @@ def forward(const floating[::1] params, NetLayout layout,
     handing the GIL to a waiting thread and back costs more than the call.
     A signal (Ctrl-C) between chunks raises its exception.
     """
-    cdef Py_ssize_t n = X.shape[0], chunk = min(n, CHUNK)
+    cdef _Input x = _input(X, np.float32 if floating is float else np.float64)
+    cdef Py_ssize_t n = x.n, chunk = min(n, CHUNK)
     cdef int finite
     cdef floating* work
-    layout.check_call(params.shape[0], n, X.shape[1])
+    layout.check_call(params.shape[0], n, x.d)
     _require(out.shape[0] == n and out.shape[1] == layout.c.sizes[layout.c.n_layers],
              "out must be (n, k)")
     work = <floating*> _scratch(&layout.c, chunk, sizeof(floating))
@@ -399,10 +454,11 @@ def forward(const floating[::1] params, NetLayout layout,
     try:
         if n * layout.c.n_params >= GIL_RELEASE_WORK:
             with nogil:
-                finite = _forward_rows(work, &params[0], &layout.c, &X[0, 0], &out[0, 0],
-                                       n, chunk)
+                finite = _forward_rows(work, &params[0], &layout.c, <const floating*> x.x,
+                                       &out[0, 0], n, chunk, x.sparse)
         else:
-            finite = _forward_rows(work, &params[0], &layout.c, &X[0, 0], &out[0, 0], n, chunk)
+            finite = _forward_rows(work, &params[0], &layout.c, <const floating*> x.x,
+                                   &out[0, 0], n, chunk, x.sparse)
     finally:
         free(work)
     return finite
@@ -491,13 +547,16 @@ cdef double _loss_sum(const Layout* layout, const floating* raw, const int32_t* 
 
 
 def evaluate(const floating[::1] params, NetLayout layout,
-             const floating[:, ::1] X,          # IN (n, sizes[0])
+             object X,                          # IN (n, sizes[0]): dense or CsrMatrix
              const int32_t[::1] labels,         # IN (n) for softmax, else (0)
              const floating[:, ::1] targets,    # IN (n, k) for identity/sigmoid, else (0, k)
              const floating[::1] weights):      # IN (n) sample weights, or (0)
     """Return (weighted loss sum, number of rows predicted right) over X.
     A signal (Ctrl-C) between chunks raises its exception."""
-    cdef Py_ssize_t n = X.shape[0], k = layout.c.sizes[layout.c.n_layers]
+    cdef _Input x = _input(X, np.float32 if floating is float else np.float64)
+    cdef const floating* X0 = <const floating*> x.x
+    cdef CsrRows rows
+    cdef Py_ssize_t n = x.n, k = layout.c.sizes[layout.c.n_layers], d = x.d
     cdef Py_ssize_t chunk = min(n, CHUNK), start = 0, m, correct = 0, hits = 0
     cdef const int32_t* lab = _labels_ptr(labels)
     cdef const floating* tgt = _targets_ptr(targets)
@@ -505,7 +564,7 @@ def evaluate(const floating[::1] params, NetLayout layout,
     cdef floating* raw
     cdef double loss = 0, last_check = monotonic_seconds()
     cdef floating* work
-    layout.check_call(params.shape[0], n, X.shape[1])
+    layout.check_call(params.shape[0], n, d)
     layout.check_data(n, labels, targets.shape[0], targets.shape[1], weights.shape[0])
     work = <floating*> _scratch(&layout.c, chunk, sizeof(floating))
     if work == NULL:
@@ -516,7 +575,14 @@ def evaluate(const floating[::1] params, NetLayout layout,
                 if start > 0:
                     check_signals(&last_check)
                 m = min(chunk, n - start)
-                raw = forward_pass(work, &params[0], &layout.c, &X[start, 0], m, False, 0, 0)
+                if x.sparse != NULL:
+                    rows = x.sparse[0]
+                    rows.first += start
+                    raw = forward_pass(work, &params[0], &layout.c, NULL, m, False, 0, 0,
+                                       NULL, False, &rows)
+                else:
+                    raw = forward_pass(work, &params[0], &layout.c, X0 + start * d, m,
+                                       False, 0, 0)
                 loss += _loss_sum(&layout.c, raw, lab + start if lab != NULL else NULL,
                                   tgt + start * k if tgt != NULL else NULL,
                                   w + start if w != NULL else NULL, m, &hits)
@@ -529,7 +595,7 @@ def evaluate(const floating[::1] params, NetLayout layout,
 
 def loss_and_gradients(const floating[::1] params, floating[::1] grads,
                        NetLayout layout,
-                       const floating[:, ::1] X,        # IN (m, sizes[0])
+                       object X,                        # IN (m, sizes[0]): dense or CsrMatrix
                        const int32_t[::1] labels,       # IN (m) or (0)
                        const floating[:, ::1] targets,  # IN (m, k) or (0, k)
                        const floating[::1] weights,     # IN (m) or (0)
@@ -542,19 +608,22 @@ def loss_and_gradients(const floating[::1] params, floating[::1] grads,
     (as train_epoch would draw them); otherwise the pass is deterministic.
     Returns (weighted loss sum, number correct).
     """
-    cdef Py_ssize_t m = X.shape[0], correct = 0
+    cdef _Input x = _input(X, np.float32 if floating is float else np.float64)
+    cdef const floating* X0 = <const floating*> x.x
+    cdef Py_ssize_t m = x.n, correct = 0
     cdef const int32_t* lab = _labels_ptr(labels)
     cdef const floating* tgt = _targets_ptr(targets)
     cdef const floating* w = _weights_ptr(weights)
     cdef double loss
-    layout.check_call(params.shape[0], m, X.shape[1])
+    layout.check_call(params.shape[0], m, x.d)
     layout.check_data(m, labels, targets.shape[0], targets.shape[1], weights.shape[0])
     _require(grads.shape[0] == params.shape[0], "grads must be like params")
     _require(work.shape[0] >= m and work.shape[1] == _work_per_row(&layout.c),
              "work must be (m, work_per_row)")
     with nogil:
-        forward_pass(&work[0, 0], &params[0], &layout.c, &X[0, 0], m, train, dropout_key, step)
+        forward_pass(&work[0, 0], &params[0], &layout.c, X0, m, train, dropout_key, step,
+                     NULL, False, x.sparse)
         # With a gradient buffer, backward_pass only reads params.
         loss = backward_pass(&grads[0], <floating*> &params[0], &work[0, 0], &layout.c,
-                             &X[0, 0], lab, tgt, w, m, train, 0, &correct)
+                             X0, lab, tgt, w, m, train, 0, &correct, NULL, 1, x.sparse)
     return loss, correct

@@ -42,6 +42,7 @@ import numpy as np
 
 from cmlp._engine cimport (Layout, NetLayout, backward_pass, check_signals, forward_pass,
                            monotonic_seconds)
+from cmlp._sparse cimport CsrMatrix, CsrRows
 from cmlp._optim cimport (OPT_ADAM, OPT_ADAM_STEP, OPT_MOMENTUM, OPT_MOMENTUM_STEP,
                           OPT_NESTEROV, OPT_NESTEROV_STEP, OPT_SGD, adam_step_update,
                           adam_update, momentum_step_update,
@@ -52,7 +53,8 @@ cdef class BatchStepper:
     """Runs mini-batch training steps over one data set, in C.
 
     Built by cmlp.training from validated arrays: parameters and gradients
-    (n_params,) of the network dtype, X (n, n_features), labels (n,) int32
+    (n_params,) of the network dtype, X (n, n_features) dense or a
+    CsrMatrix (batches then index its rows: nothing is gathered), labels (n,) int32
     or (0,), targets (n, k) or (0, k), weights (n,) or (0,). Set the
     optimizer with `Optimizer.configure(stepper)`.
     """
@@ -77,7 +79,8 @@ cdef class BatchStepper:
         self.batch_size = batch_size
         k = layout.c.sizes[layout.c.n_layers]
         self.work = np.empty((batch_size, layout.work_per_row), dtype=dtype)
-        self.batch_X = np.empty((batch_size, X.shape[1]), dtype=dtype)
+        sparse = isinstance(X, CsrMatrix)
+        self.batch_X = np.empty((0 if sparse else batch_size, X.shape[1]), dtype=dtype)
         self.batch_labels = np.empty(batch_size if labels.shape[0] else 0, dtype=np.int32)
         self.batch_targets = np.empty((batch_size if targets.shape[0] else 0, k), dtype=dtype)
         self.batch_weights = np.empty(batch_size if weights.shape[0] else 0, dtype=dtype)
@@ -98,7 +101,7 @@ cdef class BatchStepper:
     def fused_sgd(self):
         """Whether steps fold plain SGD into the backward pass (no gradient buffer)."""
         return (self.optimizer == OPT_SGD and self.weight_decay == 0
-                and self.gradient_hook is None)
+                and self.gradient_hook is None and not isinstance(self.X, CsrMatrix))
 
     def run(self, const Py_ssize_t[::1] order, double lr):
         """Train on the rows `order` lists, batch_size at a time (the last
@@ -119,14 +122,20 @@ cdef class BatchStepper:
             raise ValueError("order holds rows outside the data")
         self._check_optimizer()
         if self.parameters.dtype == np.float32:
-            _run[float](self, self.parameters, self.gradients, self.X, self.targets,
+            _run[float](self, self.parameters, self.gradients, self._dense_X(), self.targets,
                         self.weights, self.work, self.batch_X, self.batch_targets,
                         self.batch_weights, self.state1, self.state2, order, lr)
         else:
-            _run[double](self, self.parameters, self.gradients, self.X, self.targets,
+            _run[double](self, self.parameters, self.gradients, self._dense_X(), self.targets,
                          self.weights, self.work, self.batch_X, self.batch_targets,
                          self.batch_weights, self.state1, self.state2, order, lr)
         return self.loss_sum, self.n_correct, self.rows_done
+
+    def _dense_X(self):
+        # _run's dense X: the data, or an empty stand-in when it is sparse.
+        if isinstance(self.X, CsrMatrix):
+            return np.empty((0, self.X.shape[1]), dtype=self.parameters.dtype)
+        return self.X
 
     def _check_optimizer(self):
         # The C step reads as many state buffers as the kind needs: they must fit.
@@ -217,18 +226,27 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
     cdef const int32_t* lab = &batch_labels[0] if softmax else NULL
     cdef const floating* tgt = &batch_targets[0, 0] if not softmax else NULL
     cdef const floating* w = &batch_weights[0] if weighted else NULL
-    cdef const floating* x = &batch_X[0, 0]
+    cdef const floating* x = &batch_X[0, 0] if batch_X.shape[0] > 0 else NULL
     cdef const floating* x_next
     cdef bint next_ready = False
+    # Sparse X: each batch is its rows of the CSR matrix, listed by order.
+    cdef CsrRows rows
+    cdef const CsrRows* sparse = NULL
+    if isinstance(self.X, CsrMatrix):
+        rows = (<CsrMatrix> self.X).c
+        sparse = &rows
     with nogil:
         while start < n:
             if start > 0:
                 check_signals(&last_check)
             m = min(batch, n - start)
+            if sparse != NULL:
+                rows.rows = &order[start]
             if batch == 1:
                 # A single row is already contiguous: no gather.
                 row = order[start]
-                x = &X[row, 0]
+                if sparse == NULL:
+                    x = &X[row, 0]
                 if softmax:
                     lab = &labels[row]
                 else:
@@ -238,7 +256,8 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
             else:
                 for i in range(m):
                     row = order[start + i]
-                    memcpy(&batch_X[i, 0], &X[row, 0], d * sizeof(floating))
+                    if sparse == NULL:
+                        memcpy(&batch_X[i, 0], &X[row, 0], d * sizeof(floating))
                     if softmax:
                         batch_labels[i] = labels[row]
                     else:
@@ -246,13 +265,13 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                     if weighted:
                         batch_weights[i] = weights[row]
             forward_pass(&work[0, 0], &params[0], layout, x, m, True, self.dropout_key,
-                         self.batches_done, NULL, next_ready)
+                         self.batches_done, NULL, next_ready, sparse)
             # Batch-1 plain SGD computes the next row's first layer in the same
             # pass over W1 as this step's update (linear_backward_sgd_next_forward).
             x_next = &X[order[start + 1], 0] if fused and batch == 1 and start + 1 < n else NULL
             loss = backward_pass(NULL if fused else &grads[0], &params[0], &work[0, 0],
                                  layout, x, lab, tgt, w, m, True, f_lr, &hits, x_next,
-                                 f_scale)
+                                 f_scale, sparse)
             next_ready = x_next != NULL
             if hooked or per_sample or sklearn_loss:
                 batch_weight = m

@@ -5,6 +5,7 @@ import numpy as np
 
 from cmlp._engine import is_finite
 from cmlp._layout import BLAS_INT_MAX
+from cmlp._sparse import CsrMatrix
 
 
 def c_array(array, dtype):
@@ -13,14 +14,50 @@ def c_array(array, dtype):
     return np.require(array, dtype=dtype, requirements=["C_CONTIGUOUS", "ALIGNED"])
 
 
-def as_matrix(X, n_features, dtype, name="X"):
-    """X as a C-contiguous (n, n_features) array of `dtype`, copied at most once.
+def _is_scipy_sparse(X):
+    import scipy.sparse  # a dependency of cmlp; imported only when needed
+    return scipy.sparse.issparse(X)
+
+
+def as_csr(X, n_features, dtype, name="X"):
+    """A scipy.sparse matrix or array (any format; CSC and the others are
+    converted to CSR once) as a CsrMatrix of `dtype`: its values, int32
+    columns and int64 row pointers as the C kernels read them. Never
+    densified. Raises as as_matrix does."""
+    if isinstance(X, CsrMatrix):
+        if X.dtype != dtype or X.n_cols != n_features or X.n_rows == 0:
+            return as_csr(X.to_scipy(), n_features, dtype, name)
+        return X
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric (bool, int or float), got dtype {X.dtype}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples")
+    if X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features but the network expects {n_features}")
+    X = X.tocsr()
+    with np.errstate(over="ignore"):      # overflow becomes inf, reported below
+        data = c_array(X.data, dtype)
+    if data.size and not is_finite(data.reshape(1, -1)):
+        raise ValueError(f"{name} contains NaN or infinite values"
+                         + (" (or values out of range for the network dtype)"
+                            if np.isfinite(X.data.astype(np.float64)).all() else ""))
+    return CsrMatrix(data, c_array(X.indices, np.int32), c_array(X.indptr, np.int64),
+                     n_features)
+
+
+def as_matrix(X, n_features, dtype, name="X", accept_sparse=True):
+    """X as a C-contiguous (n, n_features) array of `dtype`, copied at most
+    once; scipy.sparse input (with accept_sparse) as a CsrMatrix (as_csr).
 
     Raises TypeError for non-numeric input and ValueError for a wrong shape,
     an empty array or non-finite values.
     """
-    if hasattr(X, "toarray") and not isinstance(X, np.ndarray):
-        raise TypeError(f"{name}: sparse input is not supported; pass a dense array")
+    if not isinstance(X, np.ndarray) and (isinstance(X, CsrMatrix) or _is_scipy_sparse(X)):
+        if not accept_sparse:
+            raise TypeError(f"{name}: sparse input is not supported; pass a dense array")
+        return as_csr(X, n_features, dtype, name)
     arr = np.asarray(X)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric (bool, int or float), got dtype {arr.dtype}")
@@ -80,8 +117,14 @@ def check_weights(sample_weight, class_weight, labels, n, output, n_outputs, dty
     return cast
 
 
+def _refuse_sparse(y, name):
+    if not isinstance(y, np.ndarray) and _is_scipy_sparse(y):
+        raise TypeError(f"{name}: sparse targets are not supported; pass a dense array")
+
+
 def as_labels(y, n, n_classes, name="y"):
     """Integer class labels in [0, n_classes) as a contiguous int32 array of length n."""
+    _refuse_sparse(y, name)
     arr = np.asarray(y)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of integer class labels, got shape {arr.shape}")
@@ -103,6 +146,7 @@ def as_targets(y, n, n_outputs, dtype, name="y"):
 
     A 1-D y is accepted when the network has a single output.
     """
+    _refuse_sparse(y, name)
     arr = np.asarray(y)
     if arr.ndim == 1 and n_outputs == 1:
         arr = arr.reshape(-1, 1)
@@ -112,7 +156,7 @@ def as_targets(y, n, n_outputs, dtype, name="y"):
         raise ValueError(f"X has {n} samples but {name} has {arr.shape[0]}")
     if arr.shape[1] != n_outputs:
         raise ValueError(f"{name} has {arr.shape[1]} columns but the network has {n_outputs} outputs")
-    return as_matrix(arr, n_outputs, dtype, name)
+    return as_matrix(arr, n_outputs, dtype, name, accept_sparse=False)
 
 
 def check_number(value, name, *, low=None, high=None, low_open=False, high_open=False,

@@ -15,12 +15,14 @@ from cython cimport floating
 
 from cmlp cimport _kernels as K
 from cmlp cimport _optim as O
+from cmlp cimport _sparse as S
+from cmlp._sparse cimport CsrMatrix
 from cmlp._kernels import ACTIVATION_CODES
-from cmlp._validation import as_labels, as_sample_weight, check_number
+from cmlp._validation import as_csr, as_labels, as_sample_weight, check_number
 
 __all__ = [
     "linear_forward", "linear_backward", "linear_backward_sgd",
-    "linear_backward_sgd_next_forward",
+    "linear_backward_sgd_next_forward", "csr_linear_forward", "csr_linear_backward",
     "relu_forward", "relu_backward", "tanh_forward", "tanh_backward",
     "sigmoid_forward", "sigmoid_backward", "leaky_relu_forward", "leaky_relu_backward",
     "gelu_forward", "gelu_backward", "dropout_seed", "dropout_forward", "dropout_backward",
@@ -169,6 +171,60 @@ def _linear_backward_sgd_next_forward(floating[:, ::1] z_next, floating[:, ::1] 
         K.linear_backward_sgd_next_forward(&z_next[0, 0], &W[0, 0], &b[0], &dz[0, 0],
                                            &a_prev[0, 0], <floating> lr, &x_next[0, 0],
                                            W.shape[0], W.shape[1])
+
+
+# ---------------------------------------------------------- sparse input ----
+
+def _sparse_rows(X, dtype):
+    import scipy.sparse
+    if not scipy.sparse.issparse(X):
+        raise TypeError("X must be a scipy.sparse matrix or array")
+    return as_csr(X, X.shape[1], dtype)
+
+
+def csr_linear_forward(X, W, b):
+    """z (m, n_out) = X (m, n_in, scipy.sparse) @ W (n_in, n_out) + b (n_out)."""
+    W, b = _floats(W, b)
+    _matrix(W, "W")
+    if X.shape[1] != W.shape[0] or b.shape != (W.shape[1],):
+        raise ValueError(f"shapes {X.shape} @ {W.shape} + {b.shape} do not fit")
+    csr = _sparse_rows(X, W.dtype)
+    z = np.empty((csr.n_rows, W.shape[1]), dtype=W.dtype)
+    _csr_linear_forward(z, csr, W, b)
+    return z
+
+
+def _csr_linear_forward(floating[:, ::1] z, CsrMatrix X, const floating[:, ::1] W,
+                        const floating[::1] b):
+    _fit(min(X.n_rows, W.shape[0], W.shape[1]) > 0 and X.n_cols == W.shape[0]
+         and X.data.dtype.itemsize == sizeof(floating)
+         and b.shape[0] == W.shape[1] and z.shape[0] == X.n_rows and z.shape[1] == W.shape[1])
+    with nogil:
+        S.csr_linear_forward(&z[0, 0], &X.c, &W[0, 0], &b[0], X.n_rows, W.shape[0], W.shape[1])
+
+
+def csr_linear_backward(dz, X):
+    """(dW, db) = (X^T @ dz, sum of dz over rows) for z = X @ W + b, X sparse."""
+    (dz,) = _floats(dz)
+    _matrix(dz, "dz")
+    if dz.shape[0] != X.shape[0]:
+        raise ValueError(f"dz {dz.shape} and X {X.shape} must have the same rows")
+    csr = _sparse_rows(X, dz.dtype)
+    dW = np.empty((csr.n_cols, dz.shape[1]), dtype=dz.dtype)
+    db = np.empty(dz.shape[1], dtype=dz.dtype)
+    _csr_linear_backward(dW, db, dz, csr)
+    return dW, db
+
+
+def _csr_linear_backward(floating[:, ::1] dW, floating[::1] db, const floating[:, ::1] dz,
+                         CsrMatrix X):
+    _fit(min(X.n_rows, X.n_cols, dz.shape[1]) > 0 and dz.shape[0] == X.n_rows
+         and X.data.dtype.itemsize == sizeof(floating)
+         and dW.shape[0] == X.n_cols and dW.shape[1] == dz.shape[1]
+         and db.shape[0] == dz.shape[1])
+    with nogil:
+        S.csr_linear_backward(&dW[0, 0], &db[0], &dz[0, 0], &X.c, X.n_rows, X.n_cols,
+                              dz.shape[1])
 
 
 # ----------------------------------------------------------- activations ----

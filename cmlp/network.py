@@ -293,7 +293,7 @@ class Network:
               or not out.flags.writeable):
             raise ValueError(f"out must be a writable, aligned, C-contiguous {self.dtype.name} "
                              f"array of shape {shape}")
-        elif np.may_share_memory(out, X):
+        elif isinstance(X, np.ndarray) and np.may_share_memory(out, X):
             raise ValueError("out must not overlap X (rows still to be read would be "
                              "overwritten)")
         status = self._forward(self._parameters, self._layout, X, out)

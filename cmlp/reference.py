@@ -54,6 +54,16 @@ def linear_backward_sgd_next_forward(dz, a_prev, W, b, lr, x_next):
     return W_new, b_new, linear_forward(x_next, W_new, b_new)
 
 
+def csr_linear_forward(X, W, b):
+    """z = X @ W + b for scipy.sparse X, never densified (scipy's csr @ dense)."""
+    return np.asarray(X.tocsr().astype(W.dtype) @ W) + b
+
+
+def csr_linear_backward(dz, X):
+    """(dW, db) = (X^T @ dz, sum of dz over rows) for sparse X."""
+    return np.asarray(X.tocsr().astype(dz.dtype).T @ dz), dz.sum(axis=0)
+
+
 def relu_forward(z):
     return np.maximum(z, 0)
 

@@ -36,7 +36,11 @@ def test_bench_script_runs(tmp_path, script, kind, table):
             assert all(cell["median_s"] > 0 for cell in payload["results"][name].values())
     elif kind == "sklearn":
         sets = {"digits", "breast cancer", "wine", "diabetes"}
-        assert set(payload["results"]) == sets | {f"{s}, lbfgs" for s in sets} | {"MNIST"}
+        assert set(payload["results"]) == (sets | {f"{s}, lbfgs" for s in sets}
+                                           | {"MNIST", "sparse"})
+        sparse = payload["results"]["sparse"]
+        assert sparse["shape"] == [300, 50000] and 0.001 < sparse["density"] < 0.01
+        assert all(sparse[system]["fit_s"] > 0 for system in payload["summed_fit_s"])
         for totals in (payload["summed_fit_s"], payload["summed_fit_s_lbfgs"]):
             assert len(totals) == 3 and all(value > 0 for value in totals.values())
     elif kind == "distributed":

@@ -8,6 +8,7 @@ import pytest
 
 import cmlp.checked_kernels as ck
 from cmlp import Network, _bench_floor, _engine
+from cmlp._sparse import CsrMatrix
 from cmlp._stepper import BatchStepper
 
 F = np.float32
@@ -21,6 +22,11 @@ NET = Network([4, 8, 3], seed=0)
 P, L = NET._parameters, NET._layout
 WORK = L.work_per_row
 I = np.int32
+
+
+def csr(rows=2, cols=4, dtype=F):
+    """An all-zero CSR matrix of rows x cols (one stored 0 per row)."""
+    return CsrMatrix(np.zeros(rows, dtype), np.zeros(rows, I), np.arange(rows + 1), cols)
 
 
 def stepper(batch=4, rows=10):
@@ -46,6 +52,17 @@ ENGINE_CALLS = {
     "forward, wrong input width": lambda: _engine.forward[float](P, L, z(2, 7), z(2, 3)),
     "forward, short out": lambda: _engine.forward[float](P, L, z(200, 4), z(2, 3)),
     "forward, no rows": lambda: _engine.forward[float](P, L, z(0, 4), z(0, 3)),
+    "forward, sparse X of the other dtype": lambda: _engine.forward[float](
+        P, L, csr(dtype=np.float64), z(2, 3)),
+    "forward, sparse X of the wrong width": lambda: _engine.forward[float](
+        P, L, csr(cols=7), z(2, 3)),
+    "evaluate, sparse X with too few labels": lambda: _engine.evaluate(
+        P, L, csr(5), np.array([0, 1], I), z(0, 3), z(0)),
+    "loss_and_gradients, sparse X, short workspace": lambda: _engine.loss_and_gradients(
+        P, z(P.size), L, csr(500), np.zeros(500, I), z(0, 3), z(0), z(1, WORK)),
+    "BatchStepper, sparse X, rows outside the data": lambda: BatchStepper(
+        L, P.copy(), z(P.size), csr(10), np.zeros(10, I), z(0, 3), z(0), 4).run(
+        np.array([0, 10], np.intp), 0.1),
     "evaluate, label out of range": lambda: _engine.evaluate(
         P, L, z(2, 4), np.array([0, 9], I), z(0, 3), z(0)),
     "evaluate, too few labels": lambda: _engine.evaluate(
@@ -117,6 +134,10 @@ KERNEL_CALLS = {
         z(3, 2), z(3, 2), np.array([0], I), z(0)),
     "_mse_loss": lambda: ck._mse_loss(z(3, 2), z(30, 2), z(0)),
     "_mse_backward": lambda: ck._mse_backward(z(3, 2), z(3, 2), z(3, 2), z(8)),
+    "_csr_linear_forward": lambda: ck._csr_linear_forward(z(3, 3), csr(3, 4), z(5, 3), z(3)),
+    "_csr_linear_forward, other dtype": lambda: ck._csr_linear_forward(
+        z(2, 3), csr(2, 4, np.float64), z(4, 3), z(3)),
+    "_csr_linear_backward": lambda: ck._csr_linear_backward(z(5, 3), z(3), z(2, 3), csr(2, 4)),
     "_exp_forward": lambda: ck._exp_forward(z(3), z(4)),
     "_poisson_loss": lambda: ck._poisson_loss(z(3, 2), z(3, 5), z(0)),
     "_poisson_backward": lambda: ck._poisson_backward(z(1, 2), z(3, 2), z(3, 2), z(0)),

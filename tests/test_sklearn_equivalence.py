@@ -173,3 +173,28 @@ def test_loss_curve_equals_sklearn(kind, weighted):
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
     assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-12)
     assert ours.best_loss_ == pytest.approx(theirs.best_loss_, rel=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["sgd-nesterov", "adam", "lbfgs"])
+@pytest.mark.parametrize("kind", ["multiclass", "regression-1d"])
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_same_model_on_sparse_input(solver, kind, fmt):
+    """Sparse X (as scikit-learn's own test_sparse_matrices): the same model
+    as scikit-learn's on the same sparse matrix, and as on its dense copy."""
+    import scipy.sparse as sp
+    X, y = targets(kind)
+    X = np.where(np.abs(X) > np.quantile(np.abs(X), 0.8), X, 0.0)  # ~80 % zeros
+    X_sparse = sp.csr_matrix(X) if fmt == "csr" else sp.csc_matrix(X)
+    Ours, Theirs = ((MLPRegressor, SkRegressor) if kind.startswith("regression")
+                    else (MLPClassifier, SkClassifier))
+    settings = dict(hidden_layer_sizes=(16,), max_iter=20, random_state=0, **SOLVERS[solver])
+    ours, theirs = fit_both(Ours(**settings), Theirs(**settings), X_sparse, y)
+    assert_same_model(ours, theirs, X_sparse, tolerance(solver))
+    dense = fit_both(Ours(**settings), Theirs(**settings), X, y)[0]
+    assert_same_model(ours, dense, X, tolerance(solver))
+    if solver != "lbfgs":                     # partial_fit on sparse rows too
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ours.partial_fit(X_sparse, y)
+            theirs.partial_fit(X_sparse, y)
+        assert_same_model(ours, theirs, X_sparse, tolerance(solver))

@@ -21,7 +21,6 @@ IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
 EXPECTED_FAILURES = {
     "test_gradient": "calls the private MLPClassifier._loss_grad_lbfgs (cmlp's gradient is "
                      "checked against finite differences in tests/test_kernels.py)",
-    "test_sparse_matrices": "not yet: sparse X (issue 18, item 3)",
 }
 
 

@@ -163,7 +163,7 @@ CHILD = textwrap.dedent("""
 
 @pytest.mark.parametrize("method", ["fit", "partial_fit", "evaluate", "predict"])
 def test_ctrl_c_stops_a_long_call_within_a_second(method):
-    """784-2048-2048-10 on 100,000 rows: an epoch takes ~40 s here, a predict
+    """784-2048-2048-10 on 100,000 rows: an epoch takes 25-40 s, a predict
     ~15 s. SIGINT 2 s in must raise KeyboardInterrupt within 1 s."""
     proc = subprocess.Popen([sys.executable, "-c", CHILD, method], stdout=subprocess.PIPE,
                             text=True, env=ENV, cwd=TESTS_DIR)
@@ -180,9 +180,10 @@ def test_ctrl_c_stops_a_long_call_within_a_second(method):
     assert 0 <= latency <= 1.0
     assert finite == "True" and batches == step
     if method in ("fit", "partial_fit"):
-        # The run really was long: the whole epoch would take > 30 s.
+        # The run really was long: the whole epoch would take > 10 s, ten
+        # times the latency allowed (20-40 s on the machines seen so far).
         assert int(batches) > 0
-        assert float(elapsed) * (100000 / 64) / int(batches) > 30
+        assert float(elapsed) * (100000 / 64) / int(batches) > 10
 
 
 def test_cli_ctrl_c_checkpoints_mid_epoch_and_resumes_bit_identically(mnist_path, tmp_path):

@@ -80,9 +80,10 @@ def expected_failed_checks(estimator):
     is expected to fail (the callable parametrize_with_checks takes)."""
     failures = {}
     if getattr(estimator, "dtype", None) == "float32":
-        failures["check_sample_weight_equivalence_on_dense_data"] = (
-            "dtype='float32': weighted and repeated rows differ by 1-2 float32 ulps "
-            "(1.2e-7 absolute), the check asks 1e-9 + 1e-7 relative; dtype=None passes")
+        for data in ("dense", "sparse"):
+            failures[f"check_sample_weight_equivalence_on_{data}_data"] = (
+                "dtype='float32': weighted and repeated rows differ by 1-2 float32 ulps "
+                "(1.2e-7 absolute), the check asks 1e-9 + 1e-7 relative; dtype=None passes")
     if getattr(estimator, "solver", None) == "lbfgs" \
             and type(estimator).__name__ == "MLPClassifier":
         failures["check_classifiers_multilabel_output_format_predict_proba"] = (

@@ -23,6 +23,7 @@ import numbers
 import warnings
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -173,13 +174,13 @@ class BaseMLP(BaseEstimator):
         if "network_" not in self.__dict__ and "coefs_" in self.__dict__:
             self._adopt_assigned_weights()
         first_pass = not hasattr(self, "network_") or (not self.warm_start and not incremental)
-        X, y = validate_data(self, X, y, reset=first_pass, accept_sparse=False,
+        X, y = validate_data(self, X, y, reset=first_pass, accept_sparse=["csr", "csc"],
                              dtype=(np.float64, np.float32), multi_output=True,
                              y_numeric=not is_classifier(self))
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         dtype = self._compute_dtype(X) if first_pass else self.network_.dtype
-        X = np.ascontiguousarray(X, dtype=dtype)
+        X = _network_input(X, dtype)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X.shape[0])
         targets = self._encode_targets(y, first_pass, incremental)
@@ -336,6 +337,11 @@ class BaseMLP(BaseEstimator):
                           "and the optimization hasn't converged yet.", ConvergenceWarning,
                           stacklevel=4)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True        # CSR and CSC, through the sparse first layer
+        return tags
+
     @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None, comm=None):
         """Update the model with a single iteration over the given data.
@@ -365,8 +371,9 @@ class BaseMLP(BaseEstimator):
         only with check_input, as scikit-learn's own internal calls skip it."""
         check_is_fitted(self, "network_")
         if check_input:
-            X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return self.network_.forward(np.ascontiguousarray(X, dtype=self.network_.dtype))
+            X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
+                              accept_sparse=["csr", "csc"])
+        return self.network_.forward(_network_input(X, self.network_.dtype))
 
     def _score_network(self, X, y, sample_weight):
         """The validation score of the network as it is (NaN if its outputs
@@ -408,6 +415,15 @@ class BaseMLP(BaseEstimator):
             other.classes_ = self.classes_
             other._label_binarizer = self._label_binarizer
         return other
+
+
+def _network_input(X, dtype):
+    """X as the network takes it: a contiguous array, or a CSR matrix of
+    `dtype` (CSC converted once; never densified), which the network reads
+    through cmlp's sparse first layer."""
+    if scipy.sparse.issparse(X):
+        return X.tocsr().astype(dtype, copy=False)
+    return np.ascontiguousarray(X, dtype=dtype)
 
 
 def _check_sample_weight(sample_weight, n):
