@@ -15,7 +15,11 @@ The bundled sets run once with adam (the default solver) and once with
 solver="lbfgs" (its own rows). Then a sparse case: TF-IDF-like text features
 (--sparse-rows x 50,000 columns, ~0.2 % stored: 250 words a document drawn
 from a Zipf vocabulary plus 3 topic words of its class, 10 classes), CSR,
-80/20 split, --sparse-epochs epochs of the defaults. Fit time is the sum over folds;
+80/20 split, --sparse-epochs epochs of the defaults. Where the time goes: the
+adam rows also give the GEMM floor of cmlp's float64 fits (the matrix products
+of every epoch it ran, alone: cmlp._bench_floor, median of 5 epochs times its
+epochs, summed over folds), which no implementation of the same model can
+beat. Fit time is the sum over folds;
 the score is the mean test score (accuracy, or R^2 for diabetes) +- its std over
 folds. Prints a Markdown table and writes JSON under bench/results/.
 """
@@ -35,6 +39,7 @@ from sklearn.neural_network import MLPRegressor as SkRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cmlp import _bench_floor
 from cmlp.sklearn import MLPClassifier, MLPRegressor
 
 from _common import load_data, markdown_table, write_json
@@ -89,11 +94,30 @@ def sparse_case(n_rows, epochs):
     return out
 
 
+FLOOR_OF = "cmlp (default, float64)"
+
+
+def gemm_floor_s(pipe, X_train):
+    """The GEMM floor of the fitted pipeline's run: one epoch's products
+    (median of 5) times its epochs."""
+    est = pipe[-1]
+    X = np.ascontiguousarray(pipe[0].transform(X_train), dtype=est.network_.dtype)
+    batch = min(200, X.shape[0])
+    params = est.network_._parameters.copy()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        _bench_floor.gemm_floor_epoch(params, est.network_._layout, X, batch)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * est.n_iter_
+
+
 def cross_validated(kind, X, y, settings, folds):
     splitter = (StratifiedKFold if kind == "clf" else KFold)(folds, shuffle=True, random_state=0)
     fit_s = {name: 0.0 for name in SYSTEMS}
     scores = {name: [] for name in SYSTEMS}
     iters = {name: [] for name in SYSTEMS}
+    floor = 0.0
     names = list(SYSTEMS)
     for fold, (train, test) in enumerate(splitter.split(X, y)):
         # Each fold starts with another system: none always follows another
@@ -106,7 +130,9 @@ def cross_validated(kind, X, y, settings, folds):
             fit_s[name] += time.perf_counter() - start
             scores[name].append(pipe.score(X[test], y[test]))
             iters[name].append(pipe[-1].n_iter_)
-    return fit_s, scores, iters
+            if name == FLOOR_OF and settings["solver"] != "lbfgs":
+                floor += gemm_floor_s(pipe, X[train])
+    return fit_s, scores, iters, floor
 
 
 def main():
@@ -124,18 +150,24 @@ def main():
     rows, results = [], {}
     totals = {name: 0.0 for name in SYSTEMS}
     lbfgs_totals = {name: 0.0 for name in SYSTEMS}
+    floor_total = {"adam": 0.0, "lbfgs": 0.0}
     for solver, sums in (("adam", totals), ("lbfgs", lbfgs_totals)):
         for name, kind, X, y in bundled(args.smoke):
-            fit_s, scores, iters = cross_validated(kind, X, y, dict(settings, solver=solver),
-                                                   folds)
+            fit_s, scores, iters, floor = cross_validated(
+                kind, X, y, dict(settings, solver=solver), folds)
             key = name if solver == "adam" else f"{name}, lbfgs"
             results[key] = {system: {"fit_s": fit_s[system], "scores": scores[system],
                                      "n_iter": iters[system]} for system in SYSTEMS}
+            if floor:
+                results[key]["gemm_floor_s"] = floor
             rows.append([f"{key} ({X.shape[0]}x{X.shape[1]}, {folds}-fold)"] + [
                 f"{statistics.mean(scores[s]):.4f} ± {statistics.pstdev(scores[s]):.4f} · "
-                f"{fit_s[s]:.2f} s · {statistics.median(iters[s]):.0f} it" for s in SYSTEMS])
+                f"{fit_s[s]:.2f} s · {statistics.median(iters[s]):.0f} it" for s in SYSTEMS]
+                + [f"{floor:.2f} s · {fit_s['scikit-learn'] / floor:.1f}× / "
+                   f"{fit_s[FLOOR_OF] / floor:.1f}×" if floor else "—"])
             for system in SYSTEMS:
                 sums[system] += fit_s[system]
+            floor_total[solver] += floor
 
     X_train, y_train, X_test, y_test, source = load_data(args.data, smoke=args.smoke)
     X_train, X_test = X_train.astype(np.float64), X_test.astype(np.float64)
@@ -149,7 +181,7 @@ def main():
     results["MNIST"] = mnist
     epochs = mnist["scikit-learn"]["n_iter"]
     rows.append([f"{source} ({X_train.shape[0]} train, {X_test.shape[0]} test, {epochs} epochs)"] + [
-        f"{mnist[s]['score']:.4f} · {mnist[s]['fit_s']:.2f} s" for s in SYSTEMS])
+        f"{mnist[s]['score']:.4f} · {mnist[s]['fit_s']:.2f} s" for s in SYSTEMS] + ["—"])
     sparse = sparse_case(300 if args.smoke else args.sparse_rows,
                          1 if args.smoke else args.sparse_epochs)
     results["sparse"] = sparse
@@ -158,20 +190,24 @@ def main():
                  f"{100 * sparse['density']:.2f} % stored, 80/20, "
                  f"{sparse['scikit-learn']['n_iter']} epochs)"] + [
         f"{sparse[s]['score']:.4f} · {sparse[s]['fit_s']:.2f} s · "
-        f"{sparse[s]['fit_s'] / base:.2f}× scikit-learn" for s in SYSTEMS])
+        f"{sparse[s]['fit_s'] / base:.2f}× scikit-learn" for s in SYSTEMS] + ["—"])
     for label, sums in (("adam", totals), ("lbfgs", lbfgs_totals)):
         base = sums["scikit-learn"]
+        floor = floor_total[label]
         rows.append([f"summed fit time, bundled sets, {label}"] + [
-            f"{sums[s]:.2f} s · {sums[s] / base:.2f}× scikit-learn" for s in SYSTEMS])
+            f"{sums[s]:.2f} s · {sums[s] / base:.2f}× scikit-learn" for s in SYSTEMS]
+            + [f"{floor:.2f} s · {floor / base:.2f}× scikit-learn" if floor else "—"])
     print("cmlp.sklearn vs scikit-learn's MLP, same settings (defaults, random_state=0); "
           "cells: mean test score ± std · summed fit time · median epochs")
-    print(markdown_table(["data set", *SYSTEMS], rows))
+    print(markdown_table(["data set", *SYSTEMS, "GEMM floor of cmlp float64 · scikit-learn / "
+                          "cmlp float64 over it"], rows))
     path = write_json("sklearn", {"settings": {"folds": folds, "mnist_epochs": args.mnist_epochs,
                                                "sparse_rows": args.sparse_rows,
                                                "sparse_epochs": args.sparse_epochs,
                                                **settings},
                                   "results": results, "summed_fit_s": totals,
-                                  "summed_fit_s_lbfgs": lbfgs_totals}, args.results_dir)
+                                  "summed_fit_s_lbfgs": lbfgs_totals,
+                                  "gemm_floor_s": floor_total["adam"]}, args.results_dir)
     print(f"wrote {path}")
 
 

@@ -266,8 +266,9 @@ class Network:
     # ---------------------------------------------------------- inference ----
 
     def forward(self, X, out: np.ndarray | None = None) -> np.ndarray:
-        """Network outputs for X (n, n_features): class probabilities for a
-        softmax network, raw outputs for an identity one. Shape (n, k).
+        """Network outputs for X (n, n_features), dense or scipy.sparse: class
+        probabilities for a softmax network, raw outputs for an identity one,
+        exp(z) for an exp one. Shape (n, k).
 
         `out`, if given, must be a C-contiguous (n, k) array of the network
         dtype; it is filled and returned (left partly written if X turns out
@@ -394,7 +395,9 @@ class Network:
         fraction of a second, leaving the parameters of the last completed
         batch (with optimizer state and counters to match).
 
-        X : (n, n_features) array-like of numbers.
+        X : (n, n_features) array-like of numbers, or a scipy.sparse matrix
+            (CSR; other formats are converted once), read by a sparse first
+            layer without densifying it.
         y : (n,) integer labels in [0, k) for a softmax network; (n, k)
             float targets for identity (or (n,) with one output: `predict`
             then answers with shape (n,)) and sigmoid networks.
