@@ -14,6 +14,8 @@ A callback sees the run (cmlp.training.TrainingRun): ``run.network``,
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from cmlp._validation import non_negative_float, positive_int
@@ -97,6 +99,16 @@ class Checkpoint(Callback):
         self.path = path
         self.metadata = metadata or {}
         self.written = False         # whether this run has written the file yet
+
+    def on_train_begin(self, run):
+        # Fail now, not after a whole epoch of training (issue 19, item 6).
+        directory = os.path.dirname(os.path.abspath(os.fspath(self.path)))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"checkpoint {os.fspath(self.path)!r}: the directory "
+                                    f"{directory!r} does not exist")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(f"checkpoint {os.fspath(self.path)!r}: the directory "
+                                  f"{directory!r} is not writable")
 
     def _write(self, run):
         from cmlp.persistence import write_checkpoint

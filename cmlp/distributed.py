@@ -38,7 +38,11 @@ Design
   gradient allreduce (a one-double Iallreduce beside it) and stops every
   rank at that step, which then raises TrainingDiverged like one process.
 * An exception on one rank would leave the others waiting in a collective
-  forever: fit(comm=) reports it and calls comm.Abort(1) instead.
+  forever: fit(comm=) reports it and calls comm.Abort(1) instead, and no
+  collective runs on the way there (the reducer is freed only when every
+  rank ends alike). What the ranks must agree on (data, network,
+  settings) is checked once before training, collectively (cmlp._ranks):
+  a mismatch raises RanksDisagree on every rank instead of hanging.
 * While a rank trains, its BLAS threads are capped at its share of the
   host's cores (blas_share): OpenBLAS's one-thread-per-core default in
   every rank oversubscribes the cores and spins.
@@ -58,6 +62,7 @@ import numpy as np
 
 from cmlp import _blas
 from cmlp._layout import REGRESSION_OUTPUTS, aligned_zeros
+from cmlp._ranks import RanksDisagree
 from cmlp.training import REFERENCE_ROWS, TrainingDiverged, TrainingRun, total_weight
 
 # Seconds a failing rank waits, after writing its traceback, before aborting.
@@ -128,10 +133,11 @@ def abort_on_error(comm, fn):
     """fn(); an exception on this rank is printed and aborts every rank, so
     that none waits forever in a collective the failed one never reaches.
     Divergence is not such an exception: every rank detects it at the same
-    step and raises TrainingDiverged, with the network put back."""
+    step and raises TrainingDiverged, with the network put back; nor is
+    RanksDisagree (cmlp._ranks), decided by one allgather before training."""
     try:
         return fn()
-    except TrainingDiverged:
+    except (TrainingDiverged, RanksDisagree):
         raise                             # decided alike on every rank: each raises it
     except BaseException as exc:          # noqa: B036 -- Ctrl-C must abort too
         if comm.size == 1:
@@ -261,11 +267,22 @@ class DataParallelRun(TrainingRun):
     def _gradient_buffer(self):
         return self.reducer.gradients
 
+    def _compare_fingerprint(self):
+        # Sharded: rank 0 wrote the checkpoint from its own rows.
+        return not self.sharded or self.comm.rank == 0
+
     def run(self):
+        # Freeing the reducer is a collective (MPI_Win_free, Comm_free): only
+        # when every rank ends alike. A rank that fails alone must not wait
+        # in it for ranks that wait for it in a step: abort_on_error ends
+        # the job, which frees everything.
         try:
-            return super().run()
-        finally:
+            history = super().run()
+        except TrainingDiverged:
             self.reducer.free()
+            raise
+        self.reducer.free()
+        return history
 
     def _hook(self, gradients, batch_weight):
         # The gradients are this rank's part of the global batch mean already

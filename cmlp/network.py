@@ -532,8 +532,12 @@ class Network:
             if comm is None:
                 run = TrainingRun(self, data, gradient_hook=gradient_hook, **common)
             else:
-                from cmlp import distributed
+                from cmlp import _ranks, distributed
                 opt.bind(self.parameters.size, self.dtype)
+                # Before the first collective whose size depends on them.
+                _ranks.check_agree(comm, _ranks.summary(
+                    self, opt, data, validation, {**config, "initial_epoch": initial_epoch},
+                    sharded))
                 distributed.synchronize_state(self, opt, comm)
                 run = distributed.DataParallelRun(self, data, comm=comm, sharded=sharded,
                                                   **common)

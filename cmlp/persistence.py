@@ -11,6 +11,7 @@ by every earlier cmlp (format cmlp-model-1) still load and resume.
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import json
 import os
@@ -35,7 +36,7 @@ KNOWN = REQUIRED + (
     "seed_entropy", "dropout", "batches_done", "target_ndim", "shuffle_rng", "history",
     "optimizer_config", "optimizer_step", "optimizer_state0", "optimizer_state1",
     "checkpoint_epoch", "checkpoint_run", "checkpoint_rng", "checkpoint_history",
-    "checkpoint_position", "checkpoint_best")
+    "checkpoint_position", "checkpoint_best", "checkpoint_data")
 
 # Limits on reading a file, checked before anything is allocated. A file
 # cmlp writes has at most len(KNOWN) members and a directory of a few KB.
@@ -67,8 +68,14 @@ def model_fields(net) -> dict:
 
 TMP_PREFIX, TMP_SUFFIX = ".cmlp-", ".npz.tmp"
 # A temporary file of a save that died (SIGKILL, power loss) is removed by a
-# later save in its directory once its process is gone, or after this long.
+# later save in its directory once no process holds its lock (flock, taken
+# as the save creates it and held until it is renamed), or after this long.
+# Liveness is the lock, never the PID in the name: a writer in another PID
+# namespace (a container sharing the volume) or on another host (NFS) has a
+# PID this process cannot see. An unlocked temporary younger than
+# UNLOCKED_GRACE_SECONDS is left alone: its writer may not have locked it yet.
 STALE_TMP_SECONDS = 24 * 3600
+UNLOCKED_GRACE_SECONDS = 60
 
 
 def _regular_target(path):
@@ -98,13 +105,12 @@ def _new_file_mode():
     return 0o644
 
 
-def _process_alive(pid):
+def _lock(fd, blocking=True):
+    """flock(LOCK_EX) on fd; False if it is held elsewhere (non-blocking)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
         return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -114,13 +120,26 @@ def _remove_stale_temporaries(directory):
         if not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)):
             continue
         path = os.path.join(directory, name)
-        pid = name[len(TMP_PREFIX):].split("-", 1)[0]
         try:
-            alive = pid.isdigit() and _process_alive(int(pid))
-            if not alive or now - os.lstat(path).st_mtime > STALE_TMP_SECONDS:
+            age = now - os.lstat(path).st_mtime
+            if age > STALE_TMP_SECONDS:
                 os.unlink(path)
+            elif age > UNLOCKED_GRACE_SECONDS:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    if _lock(fd, blocking=False):      # no live writer holds it
+                        os.unlink(path)
+                finally:
+                    os.close(fd)
         except OSError:
             pass          # another save removed it first, or it is not ours to remove
+
+
+def _naming(exc, path):
+    """The OSError of a save, naming the file the user asked for rather than
+    the temporary (or nothing, as ENOSPC from a write does)."""
+    reason = exc.strerror or str(exc)
+    return type(exc)(exc.errno, f"could not save {path!r}: {reason}", path)
 
 
 def _fsync_directory(directory):
@@ -154,19 +173,25 @@ def write(net, path, extra: dict | None = None) -> None:
     fields = {**model_fields(net), **(extra or {})}
     target, mode = _regular_target(path)
     directory = os.path.dirname(target)
-    _remove_stale_temporaries(directory)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{TMP_PREFIX}{os.getpid()}-",
-                               suffix=TMP_SUFFIX)
+    try:
+        _remove_stale_temporaries(directory)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{TMP_PREFIX}{os.getpid()}-",
+                                   suffix=TMP_SUFFIX)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
+            _lock(fh.fileno())            # held until renamed: this save is alive
             np.savez(fh, **fields)
             fh.flush()
             os.fchmod(fh.fileno(), _new_file_mode() if mode is None else mode)
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
+            os.replace(tmp, target)
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
     _fsync_directory(directory)
 
@@ -341,7 +366,9 @@ def _network_from_fields(cls, fields):
     if missing:
         raise ValueError(f"missing {sorted(missing)}")
     if _scalar(fields, "format", str) != FORMAT:
-        raise ValueError(f"format {str(fields['format'])!r}, expected {FORMAT!r}")
+        shown = str(fields["format"])
+        shown = shown if len(shown) <= 80 else shown[:80] + f"... ({len(shown)} characters)"
+        raise ValueError(f"format {shown!r}, expected {FORMAT!r}")
     sizes, activations, output, dtype = check_architecture(
         fields["sizes"].tolist(), list(np.atleast_1d(fields["activations"]).tolist()),
         _scalar(fields, "output", str), _scalar(fields, "dtype", str))
@@ -383,6 +410,7 @@ def write_checkpoint(run, path, metadata: dict | None = None) -> None:
         "checkpoint_run": np.array(json.dumps({**run.config, "metadata": metadata or {}})),
         "checkpoint_rng": np.array(json.dumps(rng_state)),
         "checkpoint_history": np.array(run.history.to_json()),
+        "checkpoint_data": np.array(json.dumps(run.data_identity())),
     }
     if position:
         fields["checkpoint_position"] = np.array(json.dumps(
@@ -444,6 +472,14 @@ def _run_from_fields(net, fields):
                              or not np.isfinite(best).all()):
         raise ValueError("early stopping's best parameters do not match the network "
                          "or are not finite")
+    data = None
+    if "checkpoint_data" in fields:
+        data = json.loads(_scalar(fields, "checkpoint_data", str))
+        if not (isinstance(data, dict) and all(
+                isinstance(data.get(key), int) and not isinstance(data.get(key), bool)
+                and data[key] >= 0 for key in ("rows", "width", "fingerprint"))):
+            raise ValueError("the training data's description must hold integer rows, "
+                             "width and fingerprint >= 0")
     kwargs = {"epochs": run["epochs"], "batch_size": run["batch_size"],
               "shuffle": run["shuffle"], "schedule": run["schedule"],
               "validation_split": run["validation_split"],
@@ -451,7 +487,7 @@ def _run_from_fields(net, fields):
               "min_delta": run["min_delta"],
               "initial_epoch": _scalar(fields, "checkpoint_epoch"), "history": history,
               "checkpoint_metadata": run["metadata"]}
-    return kwargs, {"best": best, "position": position}
+    return kwargs, {"best": best, "position": position, "data": data}
 
 
 def load_history(path, max_bytes=None) -> History:

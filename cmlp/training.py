@@ -29,11 +29,13 @@ Design
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 
 from cmlp._engine import is_finite
 from cmlp._layout import REGRESSION_OUTPUTS, split_seed
+from cmlp._ranks import fingerprint
 from cmlp._stepper import BatchStepper
 from cmlp.callbacks import Callback, Checkpoint, EarlyStopping, EpochEnd, PrintEpochs, ProgressBar
 from cmlp.history import History
@@ -161,6 +163,7 @@ class TrainingRun:
 
         resume = network.__dict__.pop("_resume", None) or {}
         self.resume_best = resume.get("best")
+        self._resumed_data = resume.get("data")
         self.position = {"rows_done": 0, "loss_sum": 0.0, "n_correct": 0, "rng": None}
         if resume.get("position"):
             self.position.update(resume["position"])
@@ -178,6 +181,7 @@ class TrainingRun:
         """Train; returns the History. Raises what stops it (ValueError on a
         non-finite loss, KeyboardInterrupt on Ctrl-C, a callback's error),
         with the network at the end of the last completed batch."""
+        self._check_resumed_data()
         for callback in self.callbacks:
             callback.on_train_begin(self)
         stopped = self.early_stopping is not None and self.early_stopping.stopped
@@ -190,9 +194,18 @@ class TrainingRun:
                 self.completed_epochs = self.epoch
                 stopped = self._agree(any([callback.on_epoch_end(self, record)
                                            for callback in self.callbacks]))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             for callback in self.callbacks:
-                callback.on_interrupt(self)
+                try:
+                    callback.on_interrupt(self)
+                except Exception as failure:      # e.g. the disk is full
+                    # The interrupt is what the user must see; the failed
+                    # checkpoint is told, not raised in its place.
+                    message = (f"on Ctrl-C, {type(callback).__name__} failed: "
+                               f"{type(failure).__name__}: {failure}")
+                    if hasattr(interrupt, "add_note"):
+                        interrupt.add_note(message)
+                    warnings.warn(message, RuntimeWarning, stacklevel=2)
             raise
         for callback in self.callbacks:
             callback.on_train_end(self)
@@ -205,6 +218,41 @@ class TrainingRun:
     def _agree(self, stop):
         """Whether to stop after this epoch (in a data-parallel run, rank 0's say)."""
         return stop
+
+    def data_identity(self):
+        """What a checkpoint stores of the training data: {"rows" (of an
+        epoch, over all ranks), "width", "dtype", "fingerprint" (a CRC of a
+        few rows, cmlp._ranks.fingerprint; of this rank's rows)}."""
+        X = self.data[0]
+        return {"rows": int(self.n_rows), "width": int(X.shape[1]), "dtype": str(X.dtype),
+                "fingerprint": int(fingerprint(self.data))}
+
+    def _check_resumed_data(self):
+        """A resumed run must be on its own data: refuse data that cannot be
+        (another row count or width, or fewer rows than the position within
+        the epoch), warn about other rows of the same shape."""
+        done = self.position["rows_done"]
+        if done > self.n_rows:
+            raise ValueError(f"this checkpoint was written {done} rows into an epoch, but the "
+                             f"data given has {self.n_rows} rows: resume on the data of the "
+                             "run that wrote it")
+        saved = self._resumed_data
+        if saved is None:                    # a checkpoint from before cmlp stored it
+            return
+        now = self.data_identity()
+        for key in ("rows", "width"):
+            if saved[key] != now[key]:
+                raise ValueError(f"this checkpoint's run trained on {saved['rows']} rows x "
+                                 f"{saved['width']} features; the data given has "
+                                 f"{now['rows']} x {now['width']}: resume on the same data")
+        if saved["fingerprint"] != now["fingerprint"] and self._compare_fingerprint():
+            warnings.warn("the data given to resume differs from the data this checkpoint's "
+                          "run trained on (same shape, other values or order in the rows "
+                          "sampled): the run goes on, but it is not the run that was "
+                          "interrupted", UserWarning, stacklevel=4)
+
+    def _compare_fingerprint(self):
+        return True
 
     def _reference_loss(self):
         """The loss the network has as the run begins, on the first rows."""

@@ -3,17 +3,22 @@ save() through symlinks and never over non-regular files, with the umask's
 mode, fsync and stale temporaries cleaned; load() refuses non-regular files;
 the architecture is read-only; gradients() from threads; a second fit at
 once; schedule hyperparameters."""
+import fcntl
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 
-from cmlp import Network
+from cmlp import Network, persistence
 from cmlp.schedules import Cosine, InverseScaling, Step, make_schedule
 
-from helpers import blobs
+from helpers import ENV, TESTS_DIR, blobs
 
 
 def small():
@@ -68,15 +73,73 @@ def test_saved_files_get_the_umask_mode_or_keep_theirs(tmp_path):
 
 
 def test_stale_temporaries_are_removed_by_the_next_save(tmp_path):
+    """Liveness is the writer's flock on its temporary, never the PID in its
+    name (issue 19, item 4): an unlocked one past the grace period is a
+    dead save's; a locked one is a live save's, whatever its PID says; a
+    fresh unlocked one may be a save that has not locked it yet."""
     net, _, _ = small()
-    dead = tmp_path / ".cmlp-999999999-abc.npz.tmp"          # no such process
+    old = time.time() - 2 * persistence.UNLOCKED_GRACE_SECONDS
+    dead = tmp_path / f".cmlp-{os.getpid()}-abc.npz.tmp"     # our PID, but no lock
     dead.write_bytes(b"x" * 1000)
-    live = tmp_path / f".cmlp-{os.getpid()}-def.npz.tmp"     # a save in progress
+    live = tmp_path / ".cmlp-999999999-def.npz.tmp"          # no such PID here, but locked
     live.write_bytes(b"y")
+    for path in (dead, live):
+        os.utime(path, (old, old))
+    fresh = tmp_path / ".cmlp-999999998-ghi.npz.tmp"         # unlocked, seconds old
+    fresh.write_bytes(b"w")
     other = tmp_path / "notes.tmp"
     other.write_bytes(b"z")
-    net.save(tmp_path / "m.npz")
-    assert not dead.exists() and live.exists() and other.exists()
+    with open(live, "rb") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        net.save(tmp_path / "m.npz")
+    assert not dead.exists() and live.exists() and fresh.exists() and other.exists()
+
+
+SHARED_SAVER = """
+import sys
+import numpy as np
+from cmlp import Network
+net = Network([784, 2048, 2048, 10], seed=int(sys.argv[2]))   # ~27 MB a file
+errors = 0
+for i in range(int(sys.argv[3])):
+    try:
+        net.save(sys.argv[1])
+    except OSError as exc:
+        errors += 1
+        print("error:", exc, flush=True)
+print("errors", errors, flush=True)
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
+                    reason="needs root and util-linux unshare (CI has both)")
+def test_saves_from_two_pid_namespaces_to_one_directory(tmp_path):
+    """Two writers in their own PID namespaces (as containers sharing a
+    volume) save to one path 10 times each: each used to delete the other's
+    live temporary as stale (its PID means nothing here); 20/20 failed."""
+    script = tmp_path / "saver.py"
+    script.write_text(SHARED_SAVER)
+    target = tmp_path / "shared.npz"
+    old = time.time() - 2 * persistence.UNLOCKED_GRACE_SECONDS
+    procs = [subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
+                               str(script), str(target), str(seed), "10"],
+                              stdout=subprocess.PIPE, text=True, env=ENV, cwd=TESTS_DIR)
+             for seed in (1, 2)]
+    # Age every temporary as it appears, so each save's clean-up considers
+    # the other's (the grace period would otherwise protect it).
+    deadline = time.monotonic() + 300
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        for path in tmp_path.glob(".cmlp-*.npz.tmp"):
+            try:
+                os.utime(path, (old, old))
+            except OSError:
+                pass
+        time.sleep(0.005)
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    for out in outputs:
+        assert out.strip().endswith("errors 0"), out
+    assert Network.load(target).sizes == (784, 2048, 2048, 10)
+    assert not list(tmp_path.glob(".cmlp-*.npz.tmp"))
 
 
 def test_the_architecture_is_read_only():
