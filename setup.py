@@ -37,8 +37,8 @@ if os.environ.get("CMLP_SANITIZE", "") not in ("", "0"):
     COMPILE_ARGS = ["-O1", "-g", "-fno-omit-frame-pointer", *FP_ARGS, *SANITIZERS]
     LINK_ARGS = SANITIZERS
 
-MODULES = ["_blas", "_kernels", "_optim", "_sparse", "_engine", "_stepper", "checked_kernels",
-           "_bench_floor"]
+MODULES = ["_blas", "_fork_gate", "_kernels", "_optim", "_sparse", "_engine", "_stepper",
+           "checked_kernels", "_bench_floor"]
 
 extensions = [
     Extension(

@@ -44,6 +44,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from cmlp._kernels import ACTIVATION_CODES, OUTPUT_CODES
 
+from cmlp._fork_gate cimport gate_enter, gate_leave
 from cmlp._sparse cimport CsrMatrix, CsrRows, csr_linear_backward, csr_linear_forward
 
 from cmlp._kernels cimport (
@@ -369,17 +370,21 @@ cdef int _forward_rows(floating* work, const floating* params,
         # in cache and a sixth of X's size on MNIST: scanning X itself cost
         # 5 % of a 2048-row call. Only a bad chunk is scanned, to tell a
         # NaN/inf in X from an overflow in layer 1.
+        # One chunk is one fork-gate section (cmlp._fork_gate).
+        gate_enter()
         if sparse != NULL:
             rows = sparse[0]
             rows.first += start
             raw = forward_pass(work, params, layout, NULL, m, False, 0, 0, &first_finite,
                                False, &rows)
             if not first_finite:
+                gate_leave()
                 return 2
         else:
             raw = forward_pass(work, params, layout, X + start * d, m, False, 0, 0,
                                &first_finite)
             if not first_finite:
+                gate_leave()
                 return 0 if not all_finite(X + start * d, m * d) else 2
         if layout.output == OUT_SOFTMAX:
             softmax_forward(out + start * k, raw, m, k)
@@ -389,6 +394,7 @@ cdef int _forward_rows(floating* work, const floating* params,
             exp_forward(out + start * k, raw, m * k)
         else:
             memcpy(out + start * k, raw, m * k * sizeof(floating))
+        gate_leave()
         # With finite inputs and parameters only an overflow gets here; the
         # activations carry NaN on, so it cannot be silently rounded away.
         if not all_finite(out + start * k, m * k):
@@ -575,6 +581,7 @@ def evaluate(const floating[::1] params, NetLayout layout,
                 if start > 0:
                     check_signals(&last_check)
                 m = min(chunk, n - start)
+                gate_enter()
                 if x.sparse != NULL:
                     rows = x.sparse[0]
                     rows.first += start
@@ -586,6 +593,7 @@ def evaluate(const floating[::1] params, NetLayout layout,
                 loss += _loss_sum(&layout.c, raw, lab + start if lab != NULL else NULL,
                                   tgt + start * k if tgt != NULL else NULL,
                                   w + start if w != NULL else NULL, m, &hits)
+                gate_leave()
                 correct += hits
                 start += m
     finally:
@@ -621,9 +629,11 @@ def loss_and_gradients(const floating[::1] params, floating[::1] grads,
     _require(work.shape[0] >= m and work.shape[1] == _work_per_row(&layout.c),
              "work must be (m, work_per_row)")
     with nogil:
+        gate_enter()
         forward_pass(&work[0, 0], &params[0], &layout.c, X0, m, train, dropout_key, step,
                      NULL, False, x.sparse)
         # With a gradient buffer, backward_pass only reads params.
         loss = backward_pass(&grads[0], <floating*> &params[0], &work[0, 0], &layout.c,
                              X0, lab, tgt, w, m, train, 0, &correct, NULL, 1, x.sparse)
+        gate_leave()
     return loss, correct

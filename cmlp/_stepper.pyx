@@ -42,6 +42,7 @@ import numpy as np
 
 from cmlp._engine cimport (Layout, NetLayout, backward_pass, check_signals, forward_pass,
                            monotonic_seconds)
+from cmlp._fork_gate cimport gate_enter, gate_leave
 from cmlp._sparse cimport CsrMatrix, CsrRows
 from cmlp._optim cimport (OPT_ADAM, OPT_ADAM_STEP, OPT_MOMENTUM, OPT_MOMENTUM_STEP,
                           OPT_NESTEROV, OPT_NESTEROV_STEP, OPT_SGD, adam_step_update,
@@ -184,10 +185,12 @@ cdef int _empty_step(BatchStepper self, floating[::1] params, floating[::1] grad
     cdef floating* s1 = &state1[0] if state1.shape[0] > 0 else NULL
     cdef floating* s2 = &state2[0] if state2.shape[0] > 0 else NULL
     with nogil:
+        gate_enter()
         _optimizer_step(&params[0], &grads[0], s1, s2, &self.layout.c, self.optimizer,
                         <floating> lr, <floating> self.momentum, <floating> self.beta1,
                         <floating> self.beta2, <floating> self.eps,
                         <floating> weight_decay, self.step + 1)
+        gate_leave()
     return 0
 
 
@@ -240,6 +243,9 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
             if start > 0:
                 check_signals(&last_check)
             m = min(batch, n - start)
+            # Fork-gate sections (cmlp._fork_gate): the passes, and the
+            # optimizer step; never the hook, which runs Python.
+            gate_enter()
             if sparse != NULL:
                 rows.rows = &order[start]
             if batch == 1:
@@ -272,6 +278,7 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
             loss = backward_pass(NULL if fused else &grads[0], &params[0], &work[0, 0],
                                  layout, x, lab, tgt, w, m, True, f_lr, &hits, x_next,
                                  f_scale, sparse)
+            gate_leave()
             next_ready = x_next != NULL
             if hooked or per_sample or sklearn_loss:
                 batch_weight = m
@@ -305,8 +312,10 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                         + 0.5 * self.weight_decay * _weight_square_sum(&params[0], layout)
                         * m / batch_weight)
             if not fused:
+                gate_enter()
                 _optimizer_step(&params[0], &grads[0], s1, s2, layout, kind, f_lr,
                                 f_momentum, f_beta1, f_beta2, f_eps, f_decay, self.step + 1)
+                gate_leave()
             self.step += 1
             self.batches_done += 1
             self.loss_sum += loss

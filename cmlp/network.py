@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cmlp import _engine, persistence
+from cmlp import _engine, _fork, persistence
 from cmlp._layout import (
     ACTIVATIONS,
     OUTPUTS,
@@ -121,6 +121,7 @@ class Network:
         self._target_ndim = 2
         # Held while fit/partial_fit runs: a second one at once is refused.
         self._training = threading.Lock()
+        _fork.track(self)
         w_off, b_off, n_params = offsets(self.sizes)
         self._layout = _engine.NetLayout(
             np.asarray(self.sizes, dtype=np.intp),
@@ -661,6 +662,7 @@ class Network:
         net = persistence.from_bytes(type(self), state["model"])
         self.__dict__.update(net.__dict__)
         self.seed = state["seed"]
+        _fork.track(self)
 
     @classmethod
     def load(cls, path, *, max_bytes: int | None = None) -> Network:
