@@ -7,6 +7,7 @@ import errno
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -37,12 +38,16 @@ def run_case(*args, timeout=120):
 @pytest.mark.parametrize("case,message", [
     ("callback-rank-1", "RuntimeError: a callback failed on rank 1"),
     ("callback-rank-0", "RuntimeError: a callback failed on rank 0"),
+    ("first-step-rank-1", "RuntimeError: a step failed on rank 1 (epoch 1"),
+    ("mid-epoch-rank-1", "RuntimeError: a step failed on rank 1 (epoch 2"),
+    ("validation-rank-1", "RuntimeError: validation failed on rank 1"),
     ("sigint-rank-1", "KeyboardInterrupt"),
 ])
 def test_a_fault_on_one_rank_mid_training_ends_the_job(case, message):
-    """Item 1: after the gradient reducer exists (epoch 3 of 1,000), one
-    rank's exception used to hang every rank (the failing one in
-    MPI_Win_free, the others in the reducer's barrier)."""
+    """Item 1: after the gradient reducer exists, one rank's exception used
+    to hang every rank (the failing one in MPI_Win_free, the others in the
+    reducer's barrier). Each stage: the first steps, mid-epoch, an epoch's
+    end (callbacks), validation, Ctrl-C on that rank only."""
     result, seconds = run_case(case)
     print(f"{case}: the job ended {seconds:.2f} s after the fault")
     assert result.returncode != 0
@@ -53,14 +58,66 @@ def test_a_fault_on_one_rank_mid_training_ends_the_job(case, message):
     assert seconds is not None and seconds < END_WITHIN_S
 
 
+@pytest.mark.parametrize("case", ["sigterm-rank-1", "sigkill-rank-1"])
+def test_a_rank_killed_ends_the_job(case):
+    """The launcher sees a rank die and ends the others."""
+    result, seconds = run_case(case)
+    print(f"{case}: the job ended {seconds:.2f} s after the fault")
+    assert result.returncode != 0
+    assert "finished" not in result.stdout
+    assert seconds is not None and seconds < END_WITHIN_S
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_to_mpiexec_ends_the_job(signame):
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, SCRIPT, "long"], env=ENV,
+                            cwd=TESTS_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stderr:                      # bounded: the deadline below
+            if "training" in line or time.monotonic() > deadline:
+                break
+        sent = time.monotonic()
+        proc.send_signal(getattr(signal, signame))
+        proc.communicate(timeout=60)
+        seconds = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"{signame} to mpiexec: the job ended {seconds:.2f} s after it")
+    assert proc.returncode != 0
+    assert seconds < END_WITHIN_S
+
+
 def test_a_failing_checkpoint_write_on_rank_0_ends_the_job(tmp_path):
+    """A missing directory (refused before the first epoch, not after it)."""
     path = tmp_path / "missing" / "run.npz"
     result, seconds = run_case("checkpoint-rank-0", str(path))
-    print(f"checkpoint-rank-0: the job ended {seconds:.2f} s after the fault")
+    print(f"checkpoint-rank-0, missing directory: the job ended {seconds:.2f} s after "
+          "the fault")
     assert result.returncode != 0
     assert "rank 0 of 2 failed, aborting the job" in result.stderr
-    assert str(path.parent) in result.stderr
+    assert str(path.parent) in result.stderr and "does not exist" in result.stderr
     assert "finished" not in result.stdout
+    assert seconds < END_WITHIN_S
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI has it)")
+def test_a_checkpoint_on_a_full_disk_ends_the_job(tmp_path):
+    mount = tmp_path / "full"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)], check=True)
+    try:
+        path = mount / "run.npz"
+        result, seconds = run_case("checkpoint-rank-0", str(path))
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    print(f"checkpoint-rank-0, full disk: the job ended {seconds:.2f} s after the fault")
+    assert result.returncode != 0
+    assert "rank 0 of 2 failed, aborting the job" in result.stderr
+    assert "No space left on device" in result.stderr and str(path) in result.stderr
     assert seconds < END_WITHIN_S
 
 

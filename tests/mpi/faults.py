@@ -5,9 +5,15 @@ happens, so the test can measure how long the job takes to end after it.
 
     faults.py CASE [ARG]
 
-callback-rank-1, callback-rank-0: a callback raises in epoch 3.
-checkpoint-rank-0: rank 0 checkpoints to ARG, a directory that does not exist.
-sigint-rank-1: rank 1 sends itself SIGINT in epoch 3 (a Ctrl-C there only).
+callback-rank-1, callback-rank-0: a callback raises at the end of epoch 3.
+first-step-rank-1: a callback raises after the first steps of epoch 1.
+mid-epoch-rank-1: a callback raises halfway through epoch 2.
+validation-rank-1: rank 1's validation pass raises in epoch 2.
+checkpoint-rank-0: rank 0 checkpoints to ARG, in a directory that does not
+    exist (refused before training) or on a full disk (fails in epoch 1).
+sigint-rank-1, sigterm-rank-1, sigkill-rank-1: rank 1 gets the signal at the
+    end of epoch 3 (a Ctrl-C, a kill, a kill -9 of that rank only).
+long: no fault; rank 0 prints "training" in epoch 2 (the test signals mpiexec).
 other-rows: rank 1 passes 900 rows where rank 0 passes 1,000.
 other-net: rank 1 builds a wider hidden layer.
 """
@@ -36,27 +42,68 @@ def fault():
     print(f"fault at {time.monotonic()}", file=sys.stderr, flush=True)
 
 
+SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}
+
+
 class FaultIn3(Callback):
     def on_epoch_end(self, run, record):
         if record["epoch"] == 3:
             fault()
             if case.startswith("callback"):
                 raise RuntimeError(f"a callback failed on rank {comm.rank}")
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), SIGNALS[case.split("-")[0]])
         return False
 
 
-callbacks, checkpoint = [], None
-target = {"callback-rank-1": 1, "callback-rank-0": 0, "sigint-rank-1": 1}.get(case)
-if target == comm.rank:
+class FaultInSteps(Callback):
+    """Raises after the first span of epoch 1, or halfway through epoch 2."""
+    wants_batches = True
+
+    def on_batches_end(self, run, rows):
+        epoch, done = run.epoch, run.position["rows_done"]
+        if (case.startswith("first-step") and epoch == 1) or (
+                case.startswith("mid-epoch") and epoch == 2 and done >= run.n_rows // 2):
+            fault()
+            raise RuntimeError(f"a step failed on rank {comm.rank} (epoch {epoch}, "
+                               f"{done} rows done)")
+
+
+class Announce(Callback):
+    def on_epoch_end(self, run, record):
+        if record["epoch"] == 2:
+            print("training", file=sys.stderr, flush=True)
+        return False
+
+
+callbacks, checkpoint, validation_split = [], None, 0.0
+target = case.rsplit("-rank-", 1)[1] if "-rank-" in case else None
+mine = target is not None and int(target) == comm.rank
+if mine and case.startswith(("callback", "sig")):
     callbacks.append(FaultIn3())
+if mine and case.startswith(("first-step", "mid-epoch")):
+    callbacks.append(FaultInSteps())
+if case == "long" and comm.rank == 0:
+    callbacks.append(Announce())
 if case == "checkpoint-rank-0" and comm.rank == 0:
     checkpoint = sys.argv[2]
     fault()                       # the first checkpoint write fails, after epoch 1
 net = Network([20, hidden, 3], seed=0)
+if case == "validation-rank-1":
+    validation_split = 0.1
+    if comm.rank == 1:
+        evaluate, calls = net._evaluate, []
+
+        def failing_evaluate(*args):
+            calls.append(1)
+            if len(calls) == 3:                 # the reference loss, epoch 1, epoch 2
+                fault()
+                raise RuntimeError("validation failed on rank 1")
+            return evaluate(*args)
+        net._evaluate = failing_evaluate
 try:
-    net.fit(X, y, comm=comm, epochs=1000, batch_size=32, verbose=0, callbacks=callbacks,
-            checkpoint=checkpoint)
+    net.fit(X, y, comm=comm, epochs=100_000 if case == "long" else 1000, batch_size=32,
+            verbose=0, callbacks=callbacks, checkpoint=checkpoint,
+            validation_split=validation_split)
 except RanksDisagree as exc:
     print(f"rank {comm.rank} refused: {exc}", flush=True)
     sys.exit(0)
