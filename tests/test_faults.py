@@ -68,6 +68,37 @@ def test_a_rank_killed_ends_the_job(case):
     assert seconds is not None and seconds < END_WITHIN_S
 
 
+def test_the_last_checkpoint_of_a_killed_job_resumes_exactly(tmp_path):
+    """Rank 1 killed (SIGKILL) after epoch 3 of 6: rank 0's last checkpoint,
+    resumed on 2 ranks, ends where the uninterrupted run ends, bit for bit."""
+    checkpoint = tmp_path / "run.npz"
+    result, seconds = run_case("sigkill-rank-1", str(checkpoint))
+    print(f"sigkill-rank-1 with a checkpoint: the job ended {seconds:.2f} s after the fault")
+    assert result.returncode != 0 and seconds < END_WITHIN_S
+    assert checkpoint.exists()
+    resumed, whole = tmp_path / "resumed.npy", tmp_path / "whole.npy"
+    for args in (("resume", str(checkpoint), str(resumed)), ("whole", str(whole))):
+        result, _ = run_case(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(resumed), np.load(whole))
+
+
+def test_cli_checkpoint_to_a_missing_directory_ends_the_job(mnist_path, tmp_path):
+    """`mpiexec -n 2 cmlp train --mpi --checkpoint /nonexistent/run.npz` hung."""
+    start = time.monotonic()
+    result = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "cmlp", "train",
+                             "--mpi", "--data", mnist_path, "--epochs", "1",
+                             "--checkpoint", str(tmp_path / "missing" / "run.npz")],
+                            env=ENV, cwd=TESTS_DIR, capture_output=True, text=True,
+                            timeout=120)
+    seconds = time.monotonic() - start
+    print(f"cmlp train --mpi --checkpoint <missing dir>: ended in {seconds:.2f} s "
+          "(with start-up and MNIST loading)")
+    assert result.returncode != 0
+    assert "does not exist" in result.stderr
+    assert seconds < 60
+
+
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_a_signal_to_mpiexec_ends_the_job(signame):
     proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, SCRIPT, "long"], env=ENV,

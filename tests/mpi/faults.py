@@ -13,6 +13,9 @@ checkpoint-rank-0: rank 0 checkpoints to ARG, in a directory that does not
     exist (refused before training) or on a full disk (fails in epoch 1).
 sigint-rank-1, sigterm-rank-1, sigkill-rank-1: rank 1 gets the signal at the
     end of epoch 3 (a Ctrl-C, a kill, a kill -9 of that rank only).
+    sigkill-rank-1 CHECKPOINT: with rank 0 checkpointing, in a 6-epoch run.
+resume CHECKPOINT OUT, whole OUT: continue that run to epoch 6, or run all 6
+    epochs uninterrupted; rank 0 saves the parameters to OUT (.npy).
 long: no fault; rank 0 prints "training" in epoch 2 (the test signals mpiexec).
 other-rows: rank 1 passes 900 rows where rank 0 passes 1,000.
 other-net: rank 1 builds a wider hidden layer.
@@ -87,6 +90,19 @@ if case == "long" and comm.rank == 0:
 if case == "checkpoint-rank-0" and comm.rank == 0:
     checkpoint = sys.argv[2]
     fault()                       # the first checkpoint write fails, after epoch 1
+epochs = 100_000 if case == "long" else 1000
+if case == "sigkill-rank-1" and len(sys.argv) > 2:
+    epochs = 6
+    checkpoint = sys.argv[2] if comm.rank == 0 else None
+if case in ("resume", "whole"):
+    if case == "resume":
+        net, _ = Network.resume(sys.argv[2], X, y, comm=comm, verbose=0)
+    else:
+        net = Network([20, hidden, 3], seed=0)
+        net.fit(X, y, comm=comm, epochs=6, batch_size=32, verbose=0)
+    if comm.rank == 0:
+        np.save(sys.argv[-1], net.parameters)
+    sys.exit(0)
 net = Network([20, hidden, 3], seed=0)
 if case == "validation-rank-1":
     validation_split = 0.1
@@ -101,7 +117,7 @@ if case == "validation-rank-1":
             return evaluate(*args)
         net._evaluate = failing_evaluate
 try:
-    net.fit(X, y, comm=comm, epochs=100_000 if case == "long" else 1000, batch_size=32,
+    net.fit(X, y, comm=comm, epochs=epochs, batch_size=32,
             verbose=0, callbacks=callbacks, checkpoint=checkpoint,
             validation_split=validation_split)
 except RanksDisagree as exc:
