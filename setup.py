@@ -30,7 +30,9 @@ DIRECTIVES = {
 # no clone may fuse a multiply-add that the baseline rounds twice, so every
 # CPU computes the same bits.
 FP_ARGS = ["-fno-math-errno", "-ffp-contract=off"]
-COMPILE_ARGS = ["-O0", "-g", *FP_ARGS] if DEBUG else ["-O3", *FP_ARGS]
+# Release builds carry no debug info (-g0 overrides the -g in Python's
+# CFLAGS): 10.8 MB of .so files shrink to ~2 MB.
+COMPILE_ARGS = ["-O0", "-g", *FP_ARGS] if DEBUG else ["-O3", "-g0", *FP_ARGS]
 LINK_ARGS = []
 if os.environ.get("CMLP_SANITIZE", "") not in ("", "0"):
     SANITIZERS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]

@@ -14,6 +14,7 @@ except ImportError as exc:       # pragma: no cover - depends on how it was inst
         "Install with 'pip install .' and run from another directory, or build in place "
         f"with 'pip install -e .' ({exc})") from exc
 
+from cmlp._version import __version__ as __version__
 from cmlp.callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
 from cmlp.history import History
 from cmlp.network import Network, load_history
@@ -22,4 +23,3 @@ from cmlp.training import TrainingDiverged
 
 __all__ = ["Network", "History", "load_history", "SGD", "Adam", "TrainingDiverged", "Callback",
            "Checkpoint", "EarlyStopping", "ProgressBar"]
-__version__ = "0.1.0"

@@ -11,7 +11,7 @@ from cmlp import __version__
 from cmlp._layout import ACTIVATIONS
 from cmlp._validation import check_number
 from cmlp.callbacks import Callback, Checkpoint
-from cmlp.datasets import load_mnist
+from cmlp.datasets import DownloadError, load_mnist
 from cmlp.network import Network, load_history
 from cmlp.optimizers import NAMES as OPTIMIZERS
 from cmlp.schedules import KINDS as SCHEDULES
@@ -85,20 +85,24 @@ def build_parser():
     commands.required = True
     train = commands.add_parser(
         "train", help="train on MNIST and report test accuracy",
-        description="Train an MLP on MNIST with mini-batch SGD. Defaults: 784-128-64-10 ReLU, "
-                    "lr 0.1, batch 128, 10 epochs, float32.")
+        description="Train an MLP on MNIST with mini-batch SGD, momentum, Nesterov or Adam. "
+                    "Defaults: 784-128-64-10 ReLU, sgd, lr 0.1, batch 128, 10 epochs, "
+                    "float32.")
     train.add_argument("--data", metavar="DIR",
                        help="directory of the four MNIST IDX files (default: $CMLP_DATA, "
                             "else a cache directory, downloading there)")
     train.add_argument("--hidden", type=_hidden, default=[128, 64], metavar="128,64",
                        help="hidden layer widths (default 128,64)")
-    train.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
+    train.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu",
+                       help="activation of the hidden layers (default relu)")
     train.add_argument("--epochs", type=_checked(int, low=1), default=10,
                        help="passes over the training set (with --resume: extends the run)")
-    train.add_argument("--batch-size", type=_positive(int), default=128)
+    train.add_argument("--batch-size", type=_positive(int), default=128,
+                       help="rows per mini-batch (default 128; with --mpi, the global batch)")
     train.add_argument("--lr", type=_positive(float), default=None,
                        help="learning rate (default 0.1 for sgd/momentum/nesterov, 0.001 for adam)")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                       help="optimizer (default sgd)")
     train.add_argument("--momentum", type=_checked(float, low=0, high=1, high_open=True),
                        default=None,
                        help="momentum for the momentum/nesterov optimizers (default 0.9)")
@@ -112,7 +116,9 @@ def build_parser():
     train.add_argument("--early-stopping", action="store_true",
                        help="hold out 10%% of the training data and stop when its loss has not "
                             "improved for --patience epochs, keeping the best weights")
-    train.add_argument("--patience", type=_positive(int), default=5)
+    train.add_argument("--patience", type=_positive(int), default=5,
+                       help="epochs without improvement before --early-stopping stops "
+                            "(default 5)")
     train.add_argument("--checkpoint", metavar="PATH",
                        help="write a resumable checkpoint after every epoch")
     train.add_argument("--preset", choices=sorted(PRESETS),
@@ -122,8 +128,10 @@ def build_parser():
     train.add_argument("--resume", metavar="PATH",
                        help="continue the run a --checkpoint file holds, with its options "
                             "(only --epochs may change, to extend it)")
-    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                       help="dtype of the parameters and all computation (default float32)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seeds the initial weights, the batch order and dropout (default 0)")
     train.add_argument("--save", metavar="PATH",
                        help="write the trained model (.npz), with its training history")
     train.add_argument("--plot", metavar="PATH",
@@ -274,6 +282,9 @@ def train(args, explicit=()):
         elif checkpoint is not None:
             say("cmlp: interrupted before training began; no checkpoint written",
                   file=sys.stderr)
+        else:
+            say("cmlp: interrupted; nothing was saved (with --checkpoint PATH, an "
+                "interrupted run is saved and continues with --resume PATH)", file=sys.stderr)
         raise
     if args.early_stopping and history.best_epoch is not None:
         say(f"kept the weights of epoch {history.best_epoch} (best {held_out} loss)")
@@ -357,9 +368,26 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("cmlp: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, TypeError, ImportError) as exc:
+    except ImportError as exc:
+        print(f"cmlp: error: {_in_cli_terms(exc)}", file=sys.stderr)
+    except (OSError, ValueError, TypeError) as exc:
         print(f"cmlp: error: {exc}", file=sys.stderr)
+        if isinstance(exc, DownloadError):
+            print("cmlp: offline? point --data DIR (or $CMLP_DATA) at a directory holding the "
+                  "four MNIST IDX .gz files", file=sys.stderr)
     return 2
+
+
+# A missing extra, as the option that needs it ("progress=True" -> "--progress").
+_CLI_TERMS = {"progress=True": "--progress", "training with comm=": "--mpi",
+              "plotting needs": "--plot needs"}
+
+
+def _in_cli_terms(exc):
+    text = str(exc)
+    for python, option in _CLI_TERMS.items():
+        text = text.replace(python, option)
+    return text
 
 
 if __name__ == "__main__":

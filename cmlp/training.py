@@ -108,6 +108,9 @@ def _split(data, fraction, seed):
 
 
 DIVERGENCE_FACTOR = 1e6
+# The other usual cause of a divergence, named in its message (issue 20).
+SCALE_HINT = (", or the inputs are far from unit scale: standardize them (e.g. with "
+              "scikit-learn's StandardScaler, or X / 255 for pixels)")
 REFERENCE_ROWS = 1024
 
 
@@ -300,8 +303,8 @@ class TrainingRun:
             except ValueError as exc:
                 # Diverged: back to where this epoch started, everything consistent.
                 self._restore(start_state)
-                raise TrainingDiverged(f"{exc} (the network is back where epoch {self.epoch} "
-                                       "started)") from None
+                raise TrainingDiverged(f"{exc}{SCALE_HINT} (the network is back where epoch "
+                                       f"{self.epoch} started)") from None
             for callback in reporting:
                 callback.on_batches_end(self, rows)
 
@@ -313,8 +316,8 @@ class TrainingRun:
             raise TrainingDiverged(
                 f"training diverged in epoch {self.epoch}: its loss {record['loss']:.3g} is over "
                 f"{self.divergence_factor:.0e} x the loss the run began with ({self.reference_loss:.3g})"
-                f"; the learning rate is probably too high for this data (the network is "
-                f"back where epoch {self.epoch} started)")
+                f"; the learning rate is probably too high for this data{SCALE_HINT} (the "
+                f"network is back where epoch {self.epoch} started)")
         if net.output not in REGRESSION_OUTPUTS:
             record["accuracy"] = position["n_correct"] / self.epoch_rows
         record["lr"] = rate

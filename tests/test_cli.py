@@ -3,6 +3,7 @@ options, and one-line errors with exit code 2."""
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from cmlp import Network, __version__, load_history
 from cmlp.cli import main
 
-from helpers import popen_cli, run_cli
+from helpers import ENV, TESTS_DIR, popen_cli, run_cli
 
 run = run_cli
 
@@ -203,3 +204,22 @@ def test_the_test_set_is_recorded_as_test_not_validation(mnist_path, tmp_path):
                "--save", str(model)).returncode == 0
     history = load_history(model)
     assert "test_accuracy" in history.keys() and "val_accuracy" not in history.keys()
+
+
+def test_help_and_missing_extras_speak_in_cli_terms(mnist_path):
+    """Issue 20, item 6: the help names every optimizer and the defaults; a
+    missing extra is named by the option that needs it."""
+    result = subprocess.run([sys.executable, "-m", "cmlp", "train", "--help"], env=ENV,
+                            cwd=TESTS_DIR, capture_output=True, text=True, timeout=60)
+    help_text = " ".join(result.stdout.split())
+    assert "Adam" in help_text and "(default 128" in help_text and "(default 5)" in help_text
+    assert "(default float32)" in help_text and "(default relu)" in help_text
+    code = ("import sys; sys.modules['tqdm'] = None; sys.modules['tqdm.auto'] = None\n"
+            "from cmlp import cli\n"
+            f"sys.exit(cli.main(['train', '--data', {mnist_path!r}, '--epochs', '1', "
+            "'--progress']))")
+    result = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=TESTS_DIR,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "cmlp: error: --progress shows a progress bar and needs tqdm" in result.stderr
+    assert "progress=True" not in result.stderr
