@@ -3,6 +3,7 @@ MPICH's mpiexec with a timeout, so a regression fails here instead of
 hanging CI, and report how long the job took to end after its fault; the
 others are one process: resuming on other data, Ctrl-C with a failing
 checkpoint, unwritable and full disks, a damaged file's error."""
+import contextlib
 import errno
 import os
 import re
@@ -135,16 +136,29 @@ def test_a_failing_checkpoint_write_on_rank_0_ends_the_job(tmp_path):
     assert seconds < END_WITHIN_S
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI has it)")
-def test_a_checkpoint_on_a_full_disk_ends_the_job(tmp_path):
-    mount = tmp_path / "full"
+@contextlib.contextmanager
+def small_tmpfs(tmp_path, size):
+    """A tmpfs of `size` (e.g. "4k") mounted under tmp_path, unmounted on
+    every way out."""
+    mount = tmp_path / f"tmpfs-{size}"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                   check=True)
     try:
-        path = mount / "run.npz"
-        result, seconds = run_case("checkpoint-rank-0", str(path))
+        yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="mounting a tmpfs needs root (CI has it)")
+
+
+@NEEDS_ROOT
+def test_a_checkpoint_on_a_full_disk_ends_the_job(tmp_path):
+    with small_tmpfs(tmp_path, "4k") as mount:
+        path = mount / "run.npz"
+        result, seconds = run_case("checkpoint-rank-0", str(path))
     print(f"checkpoint-rank-0, full disk: the job ended {seconds:.2f} s after the fault")
     assert result.returncode != 0
     assert "rank 0 of 2 failed, aborting the job" in result.stderr
@@ -254,12 +268,9 @@ def test_save_errors_name_the_target_not_the_temporary(tmp_path):
     assert str(target) in str(caught.value) and ".cmlp-" not in str(caught.value)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI has it)")
+@NEEDS_ROOT
 def test_a_full_disk_keeps_the_previous_model_and_names_the_target(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path, "2m") as mount:
         small_net = Network([8, 16, 3], seed=0)
         small_net.save(mount / "m.npz")
         big = Network([784, 512, 10], dtype="float64", seed=0)   # 3.2 MB: does not fit
@@ -269,8 +280,6 @@ def test_a_full_disk_keeps_the_previous_model_and_names_the_target(tmp_path):
         assert str(mount / "m.npz") in str(caught.value)
         assert Network.load(mount / "m.npz").sizes == (8, 16, 3)
         assert [p.name for p in mount.iterdir()] == ["m.npz"]  # no temporary left
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_a_bad_format_field_is_shown_truncated(tmp_path):
