@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from cmlp import Network, persistence
+from cmlp import Network, _atomic
 from cmlp.schedules import Cosine, InverseScaling, Step, make_schedule
 
 from helpers import ENV, TESTS_DIR, blobs
@@ -78,7 +78,7 @@ def test_stale_temporaries_are_removed_by_the_next_save(tmp_path):
     dead save's; a locked one is a live save's, whatever its PID says; a
     fresh unlocked one may be a save that has not locked it yet."""
     net, _, _ = small()
-    old = time.time() - 2 * persistence.UNLOCKED_GRACE_SECONDS
+    old = time.time() - 2 * _atomic.UNLOCKED_GRACE_SECONDS
     dead = tmp_path / f".cmlp-{os.getpid()}-abc.npz.tmp"     # our PID, but no lock
     dead.write_bytes(b"x" * 1000)
     live = tmp_path / ".cmlp-999999999-def.npz.tmp"          # no such PID here, but locked
@@ -120,7 +120,7 @@ def test_saves_from_two_pid_namespaces_to_one_directory(tmp_path):
     script = tmp_path / "saver.py"
     script.write_text(SHARED_SAVER)
     target = tmp_path / "shared.npz"
-    old = time.time() - 2 * persistence.UNLOCKED_GRACE_SECONDS
+    old = time.time() - 2 * _atomic.UNLOCKED_GRACE_SECONDS
     procs = [subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
                                str(script), str(target), str(seed), "10"],
                               stdout=subprocess.PIPE, text=True, env=ENV, cwd=TESTS_DIR)
