@@ -39,20 +39,30 @@ if os.environ.get("CMLP_SANITIZE", "") not in ("", "0"):
     COMPILE_ARGS = ["-O1", "-g", "-fno-omit-frame-pointer", *FP_ARGS, *SANITIZERS]
     LINK_ARGS = SANITIZERS
 
+# The wheel holds what users import; the benchmarks' GEMM floor
+# (bench/_bench_floor.pyx) is built by bench/ on demand.
 MODULES = ["_blas", "_fork_gate", "_kernels", "_optim", "_sparse", "_engine", "_stepper",
-           "checked_kernels", "_bench_floor"]
+           "checked_kernels"]
+# _blas binds its dl* calls to glibc's pre-2.34 symbols (cmlp/_dl_compat.h), which
+# live in libdl on older glibc: link libdl.so.2 itself (glibc 2.34+ ships only an
+# empty libdl.a for -ldl), even where the linker defaults to --as-needed (no symbol
+# binds to the 2.34+ stub, yet older glibc needs it loaded).
+DL_LINK_ARGS = ["-Wl,--push-state,--no-as-needed", "-l:libdl.so.2", "-Wl,--pop-state"]
 
 extensions = [
     Extension(
         f"cmlp.{name}",
         [f"cmlp/{name}.pyx"],
         extra_compile_args=COMPILE_ARGS,
-        extra_link_args=LINK_ARGS,
-        depends=["cmlp/_row_kernels.h", "cmlp/_row_kernels_impl.h"],
+        extra_link_args=LINK_ARGS + (DL_LINK_ARGS if name == "_blas" else []),
+        depends=["cmlp/_row_kernels.h", "cmlp/_row_kernels_impl.h", "cmlp/_dl_compat.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         include_dirs=[numpy.get_include()],
     )
     for name in MODULES
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))
+# Compile the modules side by side (pip install ., python -m build): one job per core.
+setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES,
+                            nthreads=os.cpu_count() or 1),
+      options={"build_ext": {"parallel": os.cpu_count() or 1}})

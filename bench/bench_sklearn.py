@@ -17,7 +17,7 @@ solver="lbfgs" (its own rows). Then a sparse case: TF-IDF-like text features
 from a Zipf vocabulary plus 3 topic words of its class, 10 classes), CSR,
 80/20 split, --sparse-epochs epochs of the defaults. Where the time goes: the
 adam rows also give the GEMM floor of cmlp's float64 fits (the matrix products
-of every epoch it ran, alone: cmlp._bench_floor, median of 5 epochs times its
+of every epoch it ran, alone: bench/_bench_floor.pyx, median of 5 epochs times its
 epochs, summed over folds), which no implementation of the same model can
 beat. Fit time is the sum over folds;
 the score is the mean test score (accuracy, or R^2 for diabetes) +- its std over
@@ -39,10 +39,12 @@ from sklearn.neural_network import MLPRegressor as SkRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cmlp import _bench_floor
 from cmlp.sklearn import MLPClassifier, MLPRegressor
 
+import _floor
 from _common import load_data, markdown_table, write_json
+
+_bench_floor = _floor.load()
 
 SYSTEMS = {
     "scikit-learn": lambda kind, **kw: (SkClassifier if kind == "clf" else SkRegressor)(**kw),

@@ -11,7 +11,7 @@ that all of them see the same machine; its ratios are medians of the
 per-round ratios. Batch 1 runs on a subset and is scaled to the
 full training set (marked *). The GEMM floor is the time of the gemm calls
 alone (3 forward, 3 weight-gradient, 2 input-gradient per mini-batch; see
-cmlp/_bench_floor.pyx), measured in the same run through the same OpenBLAS.
+bench/_bench_floor.pyx), measured in the same run through the same OpenBLAS.
 Threads are left at each library's default; the JSON records them.
 
 Prints a Markdown table and writes JSON under bench/results/.
@@ -23,10 +23,13 @@ import time
 
 import numpy as np
 
-from cmlp import Network, _bench_floor
+from cmlp import Network
 from cmlp.reference import ReferenceNetwork
 
+import _floor
 from _common import load_data, markdown_table, optional, write_json
+
+_bench_floor = _floor.load()
 
 SIZES = [784, 128, 64, 10]
 LR = 0.1

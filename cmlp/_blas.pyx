@@ -14,7 +14,7 @@ from scipy.linalg.cython_blas cimport (
 )
 
 
-cdef extern from "dlfcn.h" nogil:
+cdef extern from "_dl_compat.h" nogil:   # dlfcn.h, pinned to glibc 2.2.5 symbols
     ctypedef struct Dl_info:
         const char* dli_fname
     int dladdr(const void* addr, Dl_info* info)

@@ -11,11 +11,15 @@ from helpers import ENV
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The train, predict and scikit-learn benches compile their GEMM floor (bench/_floor.py).
+COMPILES = pytest.mark.needs_compiler
+
+
 @pytest.mark.parametrize("script,kind,table", [
-    ("bench_train.py", "train", "| cmlp float32 |"),
-    ("bench_predict.py", "predict", "| cmlp float32 |"),
+    pytest.param("bench_train.py", "train", "| cmlp float32 |", marks=COMPILES),
+    pytest.param("bench_predict.py", "predict", "| cmlp float32 |", marks=COMPILES),
     ("bench_hook.py", "hook", "| batch 32 (16 batches) |"),
-    ("bench_sklearn.py", "sklearn", "| digits (120x64, 2-fold) |"),
+    pytest.param("bench_sklearn.py", "sklearn", "| digits (120x64, 2-fold) |", marks=COMPILES),
     ("bench_distributed.py", "distributed", "| 784-512-256-10 | 512 |"),
 ])
 def test_bench_script_runs(tmp_path, script, kind, table):

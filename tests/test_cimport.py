@@ -8,6 +8,7 @@ import pytest
 from helpers import ENV
 
 pytest.importorskip("Cython")
+pytestmark = pytest.mark.needs_compiler
 
 
 # Whichever cmlp is under test (installed, or built in place) must be the one

@@ -1,17 +1,21 @@
 """Issue 10, item 9: the underscore wrappers of cmlp.checked_kernels and the
-engine's def entry points (cmlp._engine, cmlp._stepper, cmlp._bench_floor)
-are private, but tests and benchmarks call them and they are reachable from
+engine's def entry points (cmlp._engine, cmlp._stepper, and bench/'s GEMM
+floor) are private, but tests and benchmarks call them and they are reachable from
 Python: buffers that do not fit are a ValueError, never a segfault or a
 loop that cannot be interrupted."""
+import os
+import sys
+
 import numpy as np
 import pytest
 
 import cmlp.checked_kernels as ck
-from cmlp import Network, _bench_floor, _engine
+from cmlp import Network, _engine
 from cmlp._sparse import CsrMatrix
 from cmlp._stepper import BatchStepper
 
 F = np.float32
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 
 def z(*shape, dtype=F):
@@ -73,16 +77,6 @@ ENGINE_CALLS = {
         P, z(P.size), L, z(500, 4), np.zeros(500, I), z(0, 3), z(0), z(1, WORK)),
     "loss_and_gradients, short gradient buffer": lambda: _engine.loss_and_gradients(
         P, z(3), L, z(5, 4), np.zeros(5, I), z(0, 3), z(0), z(5, WORK)),
-    "gemm_floor_epoch, batch 0 (used to hang)": lambda: _bench_floor.gemm_floor_epoch(
-        P.copy(), L, z(10, 4), 0),
-    "gemm_floor_epoch, wrong width": lambda: _bench_floor.gemm_floor_epoch(
-        P.copy(), L, z(10, 5), 2),
-    "gemm_floor_forward, no layers": lambda: _bench_floor.gemm_floor_forward(
-        P.copy(), L, z(10, 4), 0),
-    "gemm_floor_forward, more layers than the net": lambda: _bench_floor.gemm_floor_forward(
-        P.copy(), L, z(10, 4), 3),
-    "gemm_floor_forward, wrong width": lambda: _bench_floor.gemm_floor_forward(
-        P.copy(), L, z(10, 5), 1),
     "forward_array, short parameters": lambda: _engine.forward_array(P[:5], L, z(2, 4)),
     "forward_array, int32 parameters": lambda: _engine.forward_array(
         P.astype(np.int32), L, z(2, 4).astype(np.int32)),
@@ -106,6 +100,35 @@ ENGINE_CALLS = {
 
 @pytest.mark.parametrize("call", ENGINE_CALLS.values(), ids=ENGINE_CALLS.keys())
 def test_engine_entry_points_refuse_buffers_that_do_not_fit(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def floor():
+    """bench/'s GEMM floor module (compiled on first use, see bench/_floor.py)."""
+    if BENCH not in sys.path:
+        sys.path.insert(0, BENCH)
+    import _floor
+    return _floor.load()
+
+
+FLOOR_CALLS = {
+    "gemm_floor_epoch, batch 0 (used to hang)": lambda: floor().gemm_floor_epoch(
+        P.copy(), L, z(10, 4), 0),
+    "gemm_floor_epoch, wrong width": lambda: floor().gemm_floor_epoch(
+        P.copy(), L, z(10, 5), 2),
+    "gemm_floor_forward, no layers": lambda: floor().gemm_floor_forward(
+        P.copy(), L, z(10, 4), 0),
+    "gemm_floor_forward, more layers than the net": lambda: floor().gemm_floor_forward(
+        P.copy(), L, z(10, 4), 3),
+    "gemm_floor_forward, wrong width": lambda: floor().gemm_floor_forward(
+        P.copy(), L, z(10, 5), 1),
+}
+
+
+@pytest.mark.needs_compiler
+@pytest.mark.parametrize("call", FLOOR_CALLS.values(), ids=FLOOR_CALLS.keys())
+def test_gemm_floor_refuses_buffers_that_do_not_fit(call):
     with pytest.raises(ValueError):
         call()
 
