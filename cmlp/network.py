@@ -90,6 +90,8 @@ class Network:
         finite and in the dtype's range, so every code path (one-row,
         batched, the NumPy reference) computes the same thing.
 
+    Notes
+    -----
     One Network may serve `forward`/`predict`/`evaluate`/`gradients` from
     several threads at once, also while it trains; a second `fit` or
     `partial_fit` while one runs raises RuntimeError. The architecture
@@ -396,6 +398,8 @@ class Network:
         fraction of a second, leaving the parameters of the last completed
         batch (with optimizer state and counters to match).
 
+        Parameters
+        ----------
         X : (n, n_features) array-like of numbers, or a scipy.sparse matrix
             (CSR; other formats are converted once), read by a sparse first
             layer without densifying it.

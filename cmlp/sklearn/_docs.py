@@ -82,16 +82,16 @@ loss_curve_ : list of float
 validation_scores_ : list of float or None
     The validation score after each epoch, with early stopping.
 best_validation_score_ : float or None
-    The best of validation_scores_, with early stopping.
+    The best of ``validation_scores_``, with early stopping.
 t_ : int
     Training samples seen.
 coefs_ : list of ndarray
-    W of each layer, shape (n_in, n_out) (views into network_'s parameters).
+    W of each layer, shape (n_in, n_out) (views into the parameters of ``network_``).
 intercepts_ : list of ndarray
     b of each layer, shape (n_out,).
 n_features_in_ : int
     Number of features seen during fit.
-feature_names_in_ : ndarray of shape (n_features_in_,)
+feature_names_in_ : ndarray of shape (``n_features_in_``,)
     Names of the features seen during fit, if X had string column names.
 n_iter_ : int
     Epochs (sgd, adam) or iterations (lbfgs) of the last fit.

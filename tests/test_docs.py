@@ -1,0 +1,49 @@
+"""The code in the README and the documentation runs: every ```python block of
+each page, in order, in one fresh interpreter per page (so a page may build on
+its earlier blocks), from a scratch directory. The gallery scripts run when the
+site is built (.ci/run builds it with warnings as errors). Needs the source
+checkout (the pages are not installed)."""
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ENV
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "docs").glob("guide/*.md")])
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+pytestmark = pytest.mark.source_tree
+
+
+def python_blocks(page):
+    return BLOCK.findall(page.read_text())
+
+
+def test_the_pages_have_code_to_run():
+    assert ROOT.joinpath("docs", "conf.py").exists()
+    with_code = [page.name for page in PAGES if python_blocks(page)]
+    assert len(with_code) >= 6, with_code
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_page_code_runs(page, tmp_path, mnist_path):
+    script = "\n\n".join(python_blocks(page))
+    env = {**ENV, "CMLP_DATA": mnist_path, "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{page.name}:\n{result.stderr[-3000:]}"
+    # Blocks that print a check print True (and nothing that says False).
+    assert "False" not in result.stdout.split(), result.stdout[-2000:]
+
+
+def test_readme_points_into_pages_that_exist():
+    links = re.findall(r"\]\(((?:docs|CONTRIBUTING|CHANGELOG|LICENSE)[^)#]*)", (ROOT / "README.md").read_text())
+    assert len(links) >= 10
+    missing = [link for link in links if not (ROOT / link).exists()]
+    assert not missing, missing
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 160
