@@ -14,6 +14,7 @@ except ImportError as exc:       # pragma: no cover - depends on how it was inst
         "Install with 'pip install .' and run from another directory, or build in place "
         f"with 'pip install -e .' ({exc})") from exc
 
+from cmlp._scale import InputScaleWarning
 from cmlp._version import __version__ as __version__
 from cmlp.callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
 from cmlp.history import History
@@ -21,5 +22,6 @@ from cmlp.network import Network, load_history
 from cmlp.optimizers import SGD, Adam
 from cmlp.training import TrainingDiverged
 
-__all__ = ["Network", "History", "load_history", "SGD", "Adam", "TrainingDiverged", "Callback",
+__all__ = ["Network", "History", "load_history", "SGD", "Adam", "TrainingDiverged",
+           "InputScaleWarning", "Callback",
            "Checkpoint", "EarlyStopping", "ProgressBar"]

@@ -25,6 +25,7 @@ from cmlp._layout import (
     shuffle_seed,
     split_flat,
 )
+from cmlp._scale import warn_if_far_from_unit_scale
 from cmlp._validation import (
     as_matrix,
     check_number,
@@ -482,6 +483,7 @@ class Network:
             if comm.rank != 0:          # rank 0 alone prints and writes checkpoints
                 verbose, progress, checkpoint = 0, False, None
                 callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
+        warn_if_far_from_unit_scale(X)
         arguments = dict(
             epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
             weight_decay=weight_decay, schedule=schedule, shuffle=shuffle,

@@ -31,6 +31,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from cmlp._scale import scale_check_off
 from cmlp._validation import check_number
 from cmlp.network import Network
 from cmlp.optimizers import SGD, Adam
@@ -320,10 +321,12 @@ class BaseMLP(BaseEstimator):
         own_stream = net._shuffle_rng
         net._shuffle_rng = SklearnOrder(random_state, n)
         try:
-            net.fit(X_train, y_train, epochs=epochs, batch_size=batch, optimizer=net.optimizer,
-                    schedule=schedule, shuffle=self.shuffle, sample_weight=w_train, verbose=0,
-                    callbacks=[rule], divergence_factor=None,  # scikit-learn stops on NaN only
-                    comm=comm)
+            with scale_check_off():     # scikit-learn's MLP does not warn about scale
+                net.fit(X_train, y_train, epochs=epochs, batch_size=batch,
+                        optimizer=net.optimizer, schedule=schedule, shuffle=self.shuffle,
+                        sample_weight=w_train, verbose=0, callbacks=[rule],
+                        divergence_factor=None,  # scikit-learn stops on NaN only
+                        comm=comm)
         except TrainingDiverged as exc:
             if not self.early_stopping:
                 raise ValueError(NON_FINITE) from exc
