@@ -9,10 +9,14 @@ See README.md for the architecture and cmlp.reference for the NumPy twin.
 try:
     from cmlp import _engine  # noqa: F401  (compiled; fails first if not built)
 except ImportError as exc:       # pragma: no cover - depends on how it was installed
-    raise ImportError(
-        "cmlp's compiled extensions are missing: this looks like an unbuilt source tree. "
-        "Install with 'pip install .' and run from another directory, or build in place "
-        f"with 'pip install -e .' ({exc})") from exc
+    import glob as _glob
+    import os as _os
+    if not _glob.glob(_os.path.join(__path__[0], "_engine.*.so")):
+        raise ImportError(
+            "cmlp's compiled extensions are missing: this looks like an unbuilt source tree "
+            f"({__path__[0]} has no compiled _engine module). Install with 'pip install .' and "
+            "run from another directory, or build in place with 'pip install -e .'") from None
+    raise ImportError(f"cmlp's compiled extensions do not load here: {exc}") from exc
 
 from cmlp._scale import InputScaleWarning
 from cmlp._version import __version__ as __version__

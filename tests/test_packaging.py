@@ -15,3 +15,17 @@ def test_license_is_an_spdx_expression():
     assert meta["License-Expression"] == "BSD-3-Clause"
     assert any(c.startswith("Programming Language :: Python :: 3.13")
                for c in meta.get_all("Classifier"))
+
+
+def test_an_unbuilt_tree_says_so_without_a_circular_import_message(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    package = os.path.dirname(cmlp.__file__)
+    shutil.copytree(package, tmp_path / "cmlp", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    result = subprocess.run([sys.executable, "-c", "import cmlp"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "unbuilt source tree" in result.stderr and "pip install ." in result.stderr
+    assert "circular import" not in result.stderr
