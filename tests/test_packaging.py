@@ -24,7 +24,8 @@ def test_an_unbuilt_tree_says_so_without_a_circular_import_message(tmp_path):
     import sys
     package = os.path.dirname(cmlp.__file__)
     shutil.copytree(package, tmp_path / "cmlp", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    result = subprocess.run([sys.executable, "-c", "import cmlp"], cwd=tmp_path,
+    # -S: no site-packages, so no installed (or editable) cmlp can win over the tree.
+    result = subprocess.run([sys.executable, "-S", "-c", "import cmlp"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "unbuilt source tree" in result.stderr and "pip install ." in result.stderr
