@@ -35,12 +35,15 @@ def scale_check_off():
 
 
 def typical_magnitude(X):
-    """The 99th percentile of |X| over up to 256 evenly spaced rows (the
-    stored values of a sparse matrix), or None for input that is not an
-    array yet (fit converts and checks it)."""
+    """The 99th percentile of |X| over up to 256 evenly spaced rows (of a
+    sparse matrix, over evenly spaced stored values: no format conversion),
+    or None for input that is not an array yet (fit converts and checks it)."""
     import scipy.sparse
     if scipy.sparse.issparse(X):
-        values = X.tocsr()[:: max(1, X.shape[0] // _ROWS_SAMPLED)].data
+        data = getattr(X, "data", None)
+        if not isinstance(data, np.ndarray) or data.ndim != 1:   # e.g. LIL, DOK
+            return None
+        values = data[:: max(1, data.size // (_ROWS_SAMPLED * 1000))]
     elif isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in "biuf":
         values = X[:: max(1, X.shape[0] // _ROWS_SAMPLED)]
     else:

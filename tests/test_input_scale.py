@@ -81,3 +81,10 @@ def test_sklearn_estimator_does_not_warn():
         fit(PIXELS, lr=1e-5)                 # the same data through Network does warn
     categories = [w.category for w in record]
     assert categories.count(InputScaleWarning) == 1, categories
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_sparse_formats_are_measured_without_conversion(fmt):
+    counts = scipy.sparse.random(400, 20, density=0.2, random_state=0, format=fmt,
+                                 data_rvs=lambda n: 500 + np.arange(n))
+    assert typical_magnitude(counts) > 500
