@@ -41,21 +41,27 @@ if os.environ.get("CMLP_SANITIZE", "") not in ("", "0"):
 
 # The wheel holds what users import; the benchmarks' GEMM floor
 # (bench/_bench_floor.pyx) is built by bench/ on demand.
-MODULES = ["_blas", "_fork_gate", "_kernels", "_optim", "_sparse", "_engine", "_stepper",
+MODULES = ["_blas", "_fork_gate", "_pool", "_kernels", "_optim", "_sparse", "_engine", "_entry", "_data_parallel",
+           "_stepper",
            "checked_kernels"]
 # _blas binds its dl* calls to glibc's pre-2.34 symbols (cmlp/_dl_compat.h), which
 # live in libdl on older glibc: link libdl.so.2 itself (glibc 2.34+ ships only an
 # empty libdl.a for -ldl), even where the linker defaults to --as-needed (no symbol
 # binds to the 2.34+ stub, yet older glibc needs it loaded).
 DL_LINK_ARGS = ["-Wl,--push-state,--no-as-needed", "-l:libdl.so.2", "-Wl,--pop-state"]
+# Likewise _pool's pthread_create/pthread_sigmask (cmlp/_pool.h) and libpthread.
+PTHREAD_LINK_ARGS = ["-pthread", "-Wl,--push-state,--no-as-needed", "-l:libpthread.so.0",
+                     "-Wl,--pop-state"]
+EXTRA_LINK_ARGS = {"_blas": DL_LINK_ARGS, "_pool": PTHREAD_LINK_ARGS}
 
 extensions = [
     Extension(
         f"cmlp.{name}",
         [f"cmlp/{name}.pyx"],
         extra_compile_args=COMPILE_ARGS,
-        extra_link_args=LINK_ARGS + (DL_LINK_ARGS if name == "_blas" else []),
-        depends=["cmlp/_row_kernels.h", "cmlp/_row_kernels_impl.h", "cmlp/_dl_compat.h"],
+        extra_link_args=LINK_ARGS + EXTRA_LINK_ARGS.get(name, []),
+        depends=["cmlp/_row_kernels.h", "cmlp/_row_kernels_impl.h", "cmlp/_dl_compat.h",
+                 "cmlp/_pool.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         include_dirs=[numpy.get_include()],
     )

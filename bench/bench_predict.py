@@ -16,9 +16,14 @@ probabilities from the same weights:
 
 Inputs: dense rows (standard normal, no zeros: standardized tabular data)
 at 1, 8, 32, 256, 2048 and 10,000 rows per call, and MNIST test rows (mostly
-zero pixels) at 1, 32 and 10,000. Each table is measured twice: with BLAS
-limited to 1 thread (threadpoolctl; torch.set_num_threads(1); ONNX Runtime
-intra_op_num_threads=1), and to 2 threads.
+zero pixels) at 1, 32 and 10,000. Each table is measured twice: at 1 thread
+(cmlp threads=1; BLAS limited by threadpoolctl; torch.set_num_threads(1);
+ONNX Runtime intra_op_num_threads=1), and at 2 threads (cmlp threads=2,
+which splits the rows over its own threads, BLAS one thread per call).
+
+--busy adds a table of batched dense calls (256, 2048, 10,000 rows) timed
+beside a CPU-bound process (`while True: pass`): cmlp and ONNX Runtime at 1
+and 2 threads, each against the same system's quiet time in that round.
 
 Timing: --rounds rounds (default 7); in each, every system is timed in
 turn on the same input (a loop of calls long enough to take ~budget/rounds
@@ -44,6 +49,7 @@ Prints Markdown tables and writes JSON under bench/results/.
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -160,7 +166,8 @@ def latency_tables(net, ref, inputs, rounds, seconds, settle, notes):
             for label, by_rows in inputs.items():
                 results[threads][label] = {}
                 for rows, X in by_rows.items():
-                    systems = {"cmlp float32": lambda X=X: net.predict_proba(X)}
+                    systems = {"cmlp float32": lambda X=X, t=threads: net.predict_proba(
+                        X, threads=t)}
                     if sessions is not None:
                         systems["ONNX Runtime"] = lambda X=X, f=sessions[threads]: f(X)
                     systems["NumPy reference"] = lambda X=X: ref.forward(X)
@@ -195,6 +202,54 @@ def latency_tables(net, ref, inputs, rounds, seconds, settle, notes):
             print(markdown_table(["system"] + [f"{r} row" + ("s" if r > 1 else "")
                                                for r in rows_list], table))
     return results
+
+
+def busy_table(net, dense, rounds, seconds, notes):
+    """{rows: {system: {"quiet_s", "busy_s", "busy_over_quiet", "cmlp_over_system"}}}:
+    each round times every system quiet, then beside a CPU-bound process."""
+    tmp = tempfile.mkdtemp()
+    sessions = ort_sessions(net, tmp) if optional("onnxruntime") and optional("onnx") else {}
+    result = {}
+    for rows in (256, 2048, 10000):
+        X = np.ascontiguousarray(dense[:rows])
+        systems = {f"cmlp, {t} thread(s)": (lambda X=X, t=t: net.predict_proba(X, threads=t))
+                   for t in THREADS}
+        systems.update({f"ONNX Runtime, {t} thread(s)": (lambda X=X, f=f: f(X))
+                        for t, f in sessions.items()})
+        quiet = {name: [] for name in systems}
+        loaded = {name: [] for name in systems}
+        for _ in range(rounds):
+            for name, fn in systems.items():
+                time.sleep(0.15)
+                quiet[name].append(mean_per_call(fn, seconds))
+            process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                time.sleep(0.3)
+                for name, fn in systems.items():
+                    loaded[name].append(mean_per_call(fn, seconds))
+            finally:
+                process.kill()
+                process.wait()
+        base = "cmlp, 2 thread(s)"
+        result[rows] = {name: {
+            "quiet_s": statistics.median(quiet[name]), "busy_s": statistics.median(loaded[name]),
+            "busy_over_quiet": statistics.median(b / q for b, q in zip(loaded[name],
+                                                                        quiet[name])),
+            "cmlp_over_system": statistics.median(a / b for a, b in zip(loaded[base],
+                                                                         loaded[name]))}
+            for name in systems}
+        print(f"  busy {rows} rows done", file=sys.stderr, flush=True)
+    print("\nBatched dense predict_proba beside a CPU-bound process: median per call, "
+          "over the same system's quiet time, and cmlp (2 threads) / system")
+    names = list(next(iter(result.values())))
+    print(markdown_table(["system"] + [f"{r} rows" for r in result],
+                         [[name] + [f"{_us(result[r][name]['busy_s'])} · "
+                                    f"{result[r][name]['busy_over_quiet']:.2f}× quiet · "
+                                    f"cmlp {result[r][name]['cmlp_over_system']:.2f}×"
+                                    for r in result] for name in names]))
+    if not sessions:
+        notes.append("ONNX Runtime: not in the busy table (pip install '.[bench]')")
+    return result
 
 
 def _us(seconds):
@@ -278,6 +333,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per cell")
     parser.add_argument("--data", help="MNIST directory (default $CMLP_DATA or ../shared)")
     parser.add_argument("--results-dir", help="where to write the JSON (default bench/results)")
+    parser.add_argument("--busy", action="store_true",
+                        help="also time batched calls beside a CPU-bound process")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if optional("threadpoolctl") is None:
@@ -308,6 +365,8 @@ def main(argv=None):
     y_sgd = rng.integers(0, SIZES[-1], sgd_n)
     step = sgd_step(X_sgd, y_sgd, 3 if args.smoke else 5, notes)
 
+    busy = busy_table(net, dense, rounds, seconds, notes) if args.busy else {}
+
     tpc = optional("threadpoolctl")
     scaling = {}
     tp_seconds = 0.2 if args.smoke else (1.0 if args.quick else 2.0)
@@ -333,6 +392,7 @@ def main(argv=None):
                     for t, tables in latency.items()},
         "sgd_step_dense": step,
         "throughput_samples_per_s": {str(b): s for b, s in scaling.items()},
+        "busy": {str(r): cells for r, cells in busy.items()},
         "notes": notes}, args.results_dir)
     print(f"wrote {path}")
     return 0

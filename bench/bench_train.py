@@ -1,29 +1,46 @@
-"""Training speed on MNIST: cmlp vs NumPy, PyTorch, scikit-learn and the GEMM floor.
+"""Training speed on MNIST: cmlp (1 and 2 threads) vs NumPy, PyTorch, scikit-learn
+and the GEMM floor, on a quiet machine and beside a CPU-bound process.
 
-    python bench/bench_train.py [--quick] [--repeats N] [--data DIR]
+    python bench/bench_train.py [--quick] [--repeats N] [--sizes 784-512-256-10]
+                                [--batches 32,128,512] [--busy] [--data DIR]
 
-Every system trains 784-128-64-10 ReLU with softmax cross-entropy and plain
-SGD (lr 0.1, no momentum, no weight decay), in float32 (and cmlp in float64),
-from the same initial weights (cmlp's He init, seed 0) on the same data, for
-batch sizes 1, 32, 128, 512. A cell is the median wall time of one epoch over
---repeats epochs (default 5), the systems taking turns epoch by epoch so
-that all of them see the same machine; its ratios are medians of the
-per-round ratios. Batch 1 runs on a subset and is scaled to the
-full training set (marked *). The GEMM floor is the time of the gemm calls
-alone (3 forward, 3 weight-gradient, 2 input-gradient per mini-batch; see
-bench/_bench_floor.pyx), measured in the same run through the same OpenBLAS.
-Threads are left at each library's default; the JSON records them.
+Every system trains the network (default 784-128-64-10 ReLU) with softmax
+cross-entropy and plain SGD (lr 0.1, no momentum, no weight decay), in
+float32 (and cmlp in float64), from the same initial weights (cmlp's He
+init, seed 0) on the same data, for batch sizes 1, 32, 128, 512. A cell is
+the median wall time of one epoch over --repeats epochs (default 5), the
+systems taking turns epoch by epoch so that all of them see the same
+machine; its ratios are medians of the per-round ratios. Batch 1 runs on a
+subset and is scaled to the full training set (marked *).
 
-Prints a Markdown table and writes JSON under bench/results/.
+* cmlp float32 runs with its default thread count (`threads=None`: the cores
+  this process may use, here named in the JSON); "cmlp float32, 1 thread"
+  with threads=1. cmlp runs BLAS one thread per call either way.
+* The GEMM floor is the time of the gemm calls alone (3 forward, 3
+  weight-gradient, 2 input-gradient per mini-batch; bench/_bench_floor.pyx)
+  through the same OpenBLAS, with its default threads (OpenBLAS splits each
+  gemm) and with one.
+* PyTorch uses its own default threads.
+* Two-core ceiling: the 1-thread GEMM floor epoch alone, then two copies of
+  it at once on two threads; 2 x alone / together is what a second core
+  gives gemm-bound work on this machine in this run (1.0 to 2.0).
+* --busy: after each quiet round, the same cmlp epochs (1 and 2 threads)
+  and the floor run again beside a CPU-bound process (`while True: pass`),
+  and are reported against the quiet 1-thread epoch of the same round.
+
+Prints Markdown tables and writes JSON under bench/results/.
 """
 import argparse
 import statistics
+import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 
-from cmlp import Network
+from cmlp import Network, _blas
+from cmlp._threads import default_threads
 from cmlp.reference import ReferenceNetwork
 
 import _floor
@@ -35,6 +52,7 @@ SIZES = [784, 128, 64, 10]
 LR = 0.1
 SEED = 0
 BATCHES = [1, 32, 128, 512]
+BUSY = [sys.executable, "-c", "while True: pass"]
 
 
 def initial_weights():
@@ -42,7 +60,7 @@ def initial_weights():
     return [W.copy() for W in net.weights], [b.copy() for b in net.biases]
 
 
-def cmlp_system(dtype):
+def cmlp_system(dtype, threads=None):
     """An epoch's time is History.seconds: shuffle to last update. It leaves
     out fit()'s one-off check of X, which a multi-epoch fit pays once."""
     def make(X, y, batch):
@@ -50,7 +68,8 @@ def cmlp_system(dtype):
         Xd = X.astype(dtype)
 
         def epoch():
-            return net.fit(Xd, y, epochs=1, batch_size=batch, lr=LR, verbose=0).seconds[0]
+            return net.fit(Xd, y, epochs=1, batch_size=batch, lr=LR, verbose=0,
+                           threads=threads).seconds[0]
         epoch.reports_seconds = True
         return epoch
     return make
@@ -102,20 +121,67 @@ def sklearn_system(X, y, batch):
     return lambda: clf.partial_fit(X, y)
 
 
-def floor_system(X, y, batch):
+def floor_system(blas_threads=None):
+    """The GEMM floor with OpenBLAS's default threads, or pinned to some."""
+    def make(X, y, batch):
+        net = Network(SIZES, "relu", "softmax", "float32", seed=SEED)
+
+        def epoch():
+            before = _blas.blas_threads(blas_threads) if blas_threads else None
+            try:
+                _bench_floor.gemm_floor_epoch(net._parameters, net._layout, X, batch)
+            finally:
+                if before is not None:
+                    _blas.blas_threads(before)
+        return epoch
+    return make
+
+
+def two_core_ceiling(X, batch):
+    """(alone, together): one 1-thread GEMM floor epoch, then two at once on
+    two threads (the floor releases the GIL)."""
     net = Network(SIZES, "relu", "softmax", "float32", seed=SEED)
-    return lambda: _bench_floor.gemm_floor_epoch(net._parameters, net._layout, X, batch)
+    before = _blas.blas_threads(1)
+    try:
+        run = lambda: _bench_floor.gemm_floor_epoch(net._parameters, net._layout, X, batch)  # noqa: E731
+        start = time.perf_counter()
+        run()
+        alone = time.perf_counter() - start
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        together = time.perf_counter() - start
+    finally:
+        _blas.blas_threads(before)
+    return alone, together
+
+
+def competing_process():
+    """A CPU-bound process beside the bench (killed by the caller)."""
+    process = subprocess.Popen(BUSY)
+    time.sleep(0.3)                    # let it start spinning
+    return process
 
 
 def main(argv=None):
+    global SIZES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="10,000-sample epochs (scaled), batch 1 on 1,000 samples")
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs per cell (>= 3)")
+    parser.add_argument("--sizes", default="784-128-64-10", help="layer widths, e.g. 784-512-256-10")
+    parser.add_argument("--batches", default="1,32,128,512", help="batch sizes, comma-separated")
+    parser.add_argument("--busy", action="store_true",
+                        help="also time cmlp and the floor beside a CPU-bound process")
     parser.add_argument("--data", help="MNIST directory (default $CMLP_DATA or ../shared)")
     parser.add_argument("--results-dir", help="where to write the JSON (default bench/results)")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    SIZES = [int(width) for width in args.sizes.split("-")]
+    batches = [int(b) for b in args.batches.split(",")]
 
     X, y, _, _, source = load_data(args.data, smoke=args.smoke)
     full = len(X)
@@ -123,13 +189,17 @@ def main(argv=None):
     n_one = min(full, 1000 if args.quick else 3000)
     if args.smoke:
         n_main, n_one, args.repeats = full, 100, 1
+    threads = default_threads()
 
     systems = [("cmlp float32", cmlp_system("float32"), None),
+               ("cmlp float32, 1 thread", cmlp_system("float32", threads=1), None),
                ("cmlp float64", cmlp_system("float64"), None),
                ("NumPy reference", numpy_system, None),
                ("PyTorch CPU", torch_system, "torch"),
                ("scikit-learn", sklearn_system, "sklearn"),
-               ("GEMM floor", floor_system, None)]
+               ("GEMM floor", floor_system(), None),
+               ("GEMM floor, 1 thread", floor_system(1), None)]
+    busy_names = ["cmlp float32", "cmlp float32, 1 thread", "GEMM floor"]
     notes = []
     available = []
     for name, make, needs in systems:
@@ -138,7 +208,9 @@ def main(argv=None):
         else:
             available.append((name, make))
     results = {name: {} for name, _ in available}
-    for batch in BATCHES:
+    busy = {name: {} for name in busy_names}
+    ceiling = {}
+    for batch in batches:
         n = n_one if batch == 1 else n_main
         Xs, ys = X[:n], y[:n]
         runs = {}
@@ -146,20 +218,34 @@ def main(argv=None):
             small = min(n, 2 * batch + 64)
             make(Xs[:small], ys[:small], batch)()          # warm-up: first-call costs
             runs[name] = (make(Xs, ys, batch), [])
+        busy_runs = {name: [] for name in busy_names} if args.busy and batch > 1 else {}
+        ceiling[batch] = []
         # Rounds interleave the systems, so that the machine's drift hits all
         # of them alike and the ratios are measured side by side.
         for _ in range(args.repeats):
             for run, times in runs.values():
-                start = time.perf_counter()
-                reported = run()
-                elapsed = time.perf_counter() - start
-                times.append(reported if getattr(run, "reports_seconds", False) else elapsed)
+                times.append(_timed(run))
+            if batch > 1:
+                ceiling[batch].append(two_core_ceiling(Xs, batch))
+            if busy_runs:
+                process = competing_process()
+                try:
+                    for name, times in busy_runs.items():
+                        times.append(_timed(runs[name][0]))
+                finally:
+                    process.kill()
+                    process.wait()
         for name, (_, times) in runs.items():
             median = statistics.median(times)
             results[name][batch] = {"samples": n, "median_s": median, "runs_s": times,
                                     "per_epoch_s": median * full / n}
-            print(f"  {name:16s} batch {batch:>3}: {median * full / n:8.3f} s/epoch",
+            print(f"  {name:24s} batch {batch:>3}: {median * full / n:8.3f} s/epoch",
                   file=sys.stderr, flush=True)
+        for name, times in busy_runs.items():
+            quiet_one = results["cmlp float32, 1 thread"][batch]["runs_s"]
+            busy[name][batch] = {"median_s": statistics.median(times), "runs_s": times,
+                                 "over_quiet_1_thread": statistics.median(
+                                     b / q for b, q in zip(times, quiet_one))}
 
     def paired_ratio(name, other, batch):
         # Median over rounds of the within-round ratio: the rounds were taken
@@ -167,11 +253,11 @@ def main(argv=None):
         return statistics.median(a / b for a, b in zip(results[name][batch]["runs_s"],
                                                          results[other][batch]["runs_s"]))
 
-    header = ["system"] + [f"batch {b}" + ("*" if b == 1 or n_main < full else "") for b in BATCHES]
+    header = ["system"] + [f"batch {b}" + ("*" if b == 1 or n_main < full else "") for b in batches]
     rows = []
     for name, cells in results.items():
         row = [name]
-        for batch in BATCHES:
+        for batch in batches:
             cells[batch]["ratio_to_cmlp"] = paired_ratio(name, "cmlp float32", batch)
             cells[batch]["ratio_to_floor"] = paired_ratio(name, "GEMM floor", batch)
             row.append(f"{cells[batch]['per_epoch_s']:.3f} s · {cells[batch]['ratio_to_cmlp']:.2f}× "
@@ -179,22 +265,64 @@ def main(argv=None):
         rows.append(row)
     print(f"Training, {source} {SIZES} ReLU, softmax-CE, SGD lr {LR}: median seconds per "
           f"{full}-sample epoch over {args.repeats} interleaved runs; ratios are medians of "
-          "per-run ratios")
+          f"per-run ratios. cmlp float32: {threads} threads (its default here)")
     print(markdown_table(header, rows))
     print(f"* scaled from {n_one} samples at batch 1"
           + (f" and {n_main} samples at the other batch sizes" if n_main < full else ""))
-    step = {name: cells[1]["median_s"] / n_one * 1e6 for name, cells in results.items()}
-    print("batch-1 SGD step: " + ", ".join(f"{k} {v:.1f} us" for k, v in step.items()))
+
+    # Threads: the speedup of the default over one thread, next to what a
+    # second core gives gemm-bound work in the same run.
+    scaling = {}
+    for batch in [b for b in batches if b > 1]:
+        pairs = ceiling[batch]
+        scaling[batch] = {
+            "speedup": paired_ratio("cmlp float32, 1 thread", "cmlp float32", batch),
+            "over_floor": paired_ratio("cmlp float32", "GEMM floor", batch),
+            "one_thread_over_floor_1": paired_ratio("cmlp float32, 1 thread",
+                                                    "GEMM floor, 1 thread", batch),
+            "two_core_ceiling": statistics.median(2 * a / t for a, t in pairs) if pairs else None}
+    print(f"\nThreads, {SIZES}: cmlp at {threads} threads against 1 (medians of per-round "
+          "ratios); the GEMM floor with OpenBLAS's threads; the two-core ceiling")
+    print(markdown_table(
+        ["batch", f"{threads} threads / 1 thread (speedup)", f"{threads} threads / floor",
+         "1 thread / 1-thread floor", "two-core ceiling"],
+        [[b, f"{c['speedup']:.2f}×", f"{c['over_floor']:.2f}×",
+          f"{c['one_thread_over_floor_1']:.2f}×",
+          f"{c['two_core_ceiling']:.2f}×" if c["two_core_ceiling"] else "-"]
+         for b, c in scaling.items()]))
+    if args.busy:
+        print("\nBeside a CPU-bound process: each epoch over the quiet 1-thread cmlp epoch of "
+              "the same round (medians)")
+        print(markdown_table(["system"] + [f"batch {b}" for b in batches if b > 1],
+                             [[name] + [f"{cells[b]['median_s'] * full / n_main:.3f} s · "
+                                        f"{cells[b]['over_quiet_1_thread']:.2f}×"
+                                        for b in batches if b > 1]
+                              for name, cells in busy.items()]))
+    if 1 in batches:
+        step = {name: cells[1]["median_s"] / n_one * 1e6 for name, cells in results.items()}
+        print("batch-1 SGD step: " + ", ".join(f"{k} {v:.1f} us" for k, v in step.items()))
+    else:
+        step = {}
     for note in notes:
         print(note)
     path = write_json("train", {
         "settings": {"sizes": SIZES, "lr": LR, "seed": SEED, "repeats": args.repeats,
                      "samples": n_main, "batch1_samples": n_one, "data": source,
+                     "cmlp_threads": threads, "busy": args.busy,
                      "torch_threads": optional("torch").get_num_threads() if optional("torch") else None},
         "results": {name: {str(b): v for b, v in cells.items()} for name, cells in results.items()},
+        "threads": {str(b): v for b, v in scaling.items()},
+        "busy": {name: {str(b): v for b, v in cells.items()} for name, cells in busy.items()},
         "batch1_step_us": step, "notes": notes}, args.results_dir)
     print(f"wrote {path}")
     return 0
+
+
+def _timed(run):
+    start = time.perf_counter()
+    reported = run()
+    elapsed = time.perf_counter() - start
+    return reported if getattr(run, "reports_seconds", False) else elapsed
 
 
 if __name__ == "__main__":

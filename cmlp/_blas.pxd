@@ -33,3 +33,10 @@ cdef void axpy(blas_int n, floating alpha, const floating* x,
 # rows without packing: 8 rows of 784 x 128 in 13.7 us, against 55-63 us for
 # its Haswell and Zen kernels, which pack W on every call. Read once at import.
 cdef bint small_gemm_is_fast() noexcept nogil
+
+# While cmlp's worker threads run passes (cmlp._pool), OpenBLAS runs each
+# call in its caller's thread: enter sets it to one thread (the first of
+# nested or concurrent callers), leave restores the count (the last one).
+# cmlp.blas_threads() reads and sets the count to restore meanwhile.
+cdef void serial_blas_enter() noexcept nogil
+cdef void serial_blas_leave() noexcept nogil

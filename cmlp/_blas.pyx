@@ -31,6 +31,21 @@ ctypedef void (*set_threads_t)(int) noexcept nogil
 cdef get_threads_t _get_threads = NULL
 cdef set_threads_t _set_threads = NULL
 
+cdef extern from *:
+    """
+    #include <pthread.h>
+    /* Serial BLAS while cmlp's own threads run (see serial_blas_enter):
+       how many callers are inside, and the count to restore after them. */
+    static pthread_mutex_t cmlp_serial_lock = PTHREAD_MUTEX_INITIALIZER;
+    static int cmlp_serial_depth = 0;
+    static int cmlp_serial_saved = 1;
+    """
+    int pthread_mutex_lock(void* lock) nogil
+    int pthread_mutex_unlock(void* lock) nogil
+    void* cmlp_serial_lock_ptr "(&cmlp_serial_lock)"
+    int cmlp_serial_depth
+    int cmlp_serial_saved
+
 
 cdef bint _detect_small_gemm() noexcept:
     # Ask the library that holds scipy's sgemm (found with dladdr) for its
@@ -132,14 +147,60 @@ cdef void axpy(blas_int n, floating alpha, const floating* x,
         daxpy(&n, &alpha, <double*> x, &inc, y, &inc)
 
 
+cdef void serial_blas_enter() noexcept nogil:
+    global cmlp_serial_depth, cmlp_serial_saved
+    if _get_threads == NULL or _set_threads == NULL:
+        return
+    pthread_mutex_lock(cmlp_serial_lock_ptr)
+    if cmlp_serial_depth == 0:
+        cmlp_serial_saved = _get_threads()
+        if cmlp_serial_saved != 1:
+            _set_threads(1)
+    cmlp_serial_depth += 1
+    pthread_mutex_unlock(cmlp_serial_lock_ptr)
+
+
+cdef void serial_blas_leave() noexcept nogil:
+    global cmlp_serial_depth
+    if _get_threads == NULL or _set_threads == NULL:
+        return
+    pthread_mutex_lock(cmlp_serial_lock_ptr)
+    cmlp_serial_depth -= 1
+    if cmlp_serial_depth == 0 and cmlp_serial_saved != 1:
+        _set_threads(cmlp_serial_saved)
+    pthread_mutex_unlock(cmlp_serial_lock_ptr)
+
+
 def blas_threads(set_to=None):
     """The thread count of the OpenBLAS behind scipy's BLAS, which cmlp
     calls (None if it is another BLAS); with `set_to`, then set it to that.
     Returns the count before the change, to restore it with
-    blas_threads(count)."""
+    blas_threads(count).
+
+    While cmlp's passes run (serial_blas_enter) OpenBLAS is held at one
+    thread; this reads and sets the count it goes back to afterwards."""
+    global cmlp_serial_saved
     if _get_threads == NULL or _set_threads == NULL:
         return None
-    cdef int before = _get_threads()
-    if set_to is not None:
-        _set_threads(max(1, int(set_to)))
+    cdef int before
+    with nogil:
+        pthread_mutex_lock(cmlp_serial_lock_ptr)
+    try:
+        before = cmlp_serial_saved if cmlp_serial_depth > 0 else _get_threads()
+        if set_to is not None:
+            if cmlp_serial_depth > 0:
+                cmlp_serial_saved = max(1, int(set_to))
+            else:
+                _set_threads(max(1, int(set_to)))
+    finally:
+        pthread_mutex_unlock(cmlp_serial_lock_ptr)
     return before
+
+
+def reset_after_fork():
+    """In a forked child: no cmlp pass runs there (the threads that ran them
+    are gone), so OpenBLAS goes back to the count it had before them."""
+    global cmlp_serial_depth
+    if cmlp_serial_depth > 0 and _set_threads != NULL and cmlp_serial_saved != 1:
+        _set_threads(cmlp_serial_saved)
+    cmlp_serial_depth = 0

@@ -43,12 +43,19 @@ cdef struct Layout:
 # sparse: X is these CSR rows instead (X is then NULL), e.g. TF-IDF features.
 # first_layer_done: layer 1's z1 is already in its slot (work[0 : m * sizes[1]]),
 # put there by backward_pass's x_next; start from its activation.
+# row0, region_rows: these m rows are rows row0.. of a training batch of
+# region_rows rows (a worker thread's share, cmlp._data_parallel) whose
+# workspace is laid out for all region_rows of them: each share's rows land
+# where the whole batch's would, and draw that part of the batch's dropout
+# masks, so nothing depends on how a batch is split. region_rows 0: work is
+# laid out for these m rows alone (row0 still picks the masks).
 cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
                             Py_ssize_t m, bint train, uint64_t dropout_key,
                             uint64_t step, bint* first_finite=*,
                             bint first_layer_done=*,
-                            const CsrRows* sparse=*) noexcept nogil
+                            const CsrRows* sparse=*,
+                            Py_ssize_t row0=*, Py_ssize_t region_rows=*) noexcept nogil
 
 # After forward_pass on the same work/X/m/train: the gradient of the loss's
 # (weighted) batch mean into grads; or, with grads == NULL, the plain-SGD
@@ -68,6 +75,54 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
                           floating sgd_lr, Py_ssize_t* n_correct,
                           const floating* x_next=*, floating gradient_scale=*,
                           const CsrRows* sparse=*) noexcept nogil
+
+# backward_pass's deltas without its gradients, for a share of a batch
+# split over threads (cmlp._data_parallel): after forward_pass(work, ...,
+# m, train, row0=row0, region_rows=M), dL/dz of every layer l for these
+# rows into deltas (M * act_width, laid out like the slots: layer l's
+# region at M * sum(sizes[1:l+1]), these rows from row0 on), times
+# gradient_scale. Returns the (weighted) loss sum; nothing more is computed
+# when it is not finite.
+cdef double backward_deltas(floating* deltas, const floating* params, floating* work,
+                            const Layout* layout, const int32_t* labels,
+                            const floating* targets, const floating* weights, Py_ssize_t m,
+                            bint train, floating gradient_scale, Py_ssize_t* n_correct,
+                            Py_ssize_t row0, Py_ssize_t region_rows) noexcept nogil
+
+# backward_deltas' first step alone: the output layer's deltas for these
+# rows (loss backward, times gradient_scale); returns the loss sum.
+cdef double output_deltas(floating* deltas, floating* work, const Layout* layout,
+                          const int32_t* labels, const floating* targets,
+                          const floating* weights, Py_ssize_t m, floating gradient_scale,
+                          Py_ssize_t* n_correct, Py_ssize_t row0,
+                          Py_ssize_t region_rows) noexcept nogil
+
+# A layer split by columns instead, for a batch too small to split by rows
+# (cmlp._data_parallel), in a workspace (and deltas) laid out for its m
+# rows: columns [c0, c1) of layer l's forward (z, then for a hidden layer
+# its activation and dropout, as forward_pass computes them), once layer
+# l - 1 is complete; X is the batch's input, read when l == 0.
+cdef void layer_forward_columns(floating* work, const floating* params, const Layout* layout,
+                                const floating* X, Py_ssize_t m, Py_ssize_t l, Py_ssize_t c0,
+                                Py_ssize_t c1, bint train, uint64_t dropout_key,
+                                uint64_t step) noexcept nogil
+# Columns [c0, c1) of layer l - 1's deltas (l >= 1), once layer l's are
+# complete: (dz_l @ W_l^T) times the activation's derivative (and dropout's
+# mask), as backward_deltas computes them.
+cdef void layer_delta_columns(floating* deltas, const floating* params, floating* work,
+                              const Layout* layout, Py_ssize_t m, Py_ssize_t l,
+                              Py_ssize_t c0, Py_ssize_t c1, bint train) noexcept nogil
+
+# Layer l's input (l >= 1) in a workspace after forward_pass(work, ..., m,
+# train): (m, sizes[l]), what layer l - 1 handed on.
+cdef const floating* layer_input(const floating* work, const Layout* layout, Py_ssize_t m,
+                                 Py_ssize_t l, bint train) noexcept nogil
+
+# ValueError("engine call with buffers that do not fit: <what>") unless ok.
+cdef int require(bint ok, str what) except -1
+
+# Workspace values per batch row (see above).
+cdef Py_ssize_t work_per_row(const Layout* layout) noexcept nogil
 
 # Seconds on the monotonic clock.
 cdef double monotonic_seconds() noexcept nogil

@@ -13,7 +13,7 @@ import weakref
 
 import numpy as np
 
-from cmlp import _fork_gate
+from cmlp import _blas, _fork_gate
 
 _networks = weakref.WeakSet()
 
@@ -49,6 +49,7 @@ def _fresh_generator(rng):
 
 def _after_in_child():
     _fork_gate.reset()
+    _blas.reset_after_fork()
     for network in list(_networks):
         network._training = threading.Lock()
         network._shuffle_rng = _fresh_generator(network._shuffle_rng)

@@ -35,6 +35,31 @@ cdef void linear_backward(floating* da_prev, floating* dW, floating* db,
                           const floating* W, Py_ssize_t m, Py_ssize_t n_in,
                           Py_ssize_t n_out) noexcept nogil
 
+# The two halves of linear_backward, for a batch split over threads
+# (cmlp._data_parallel): each thread's rows get their da_prev, and each
+# thread then takes whole rows of dW over every share of the batch.
+# Columns [c0, c1) of da_prev (m, n_in) = dz (m, n_out) @ W^T: those of
+# W's rows only (all of them: 0, n_in).
+cdef void linear_backward_input(floating* da_prev, const floating* dz, const floating* W,
+                                Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
+                                Py_ssize_t c0, Py_ssize_t c1) noexcept nogil
+# Columns [c0, c1) of z (m, n_out) = a_prev (m, n_in) @ W + b: a thread's
+# part of a layer whose batch is too small to split by rows.
+cdef void linear_forward_columns(floating* z, const floating* a_prev, const floating* W,
+                                 const floating* b, Py_ssize_t m, Py_ssize_t n_in,
+                                 Py_ssize_t n_out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil
+# out (rows, n_out) = alpha * a_prev^T @ dz + beta * out, where a_prev is m
+# rows of `rows` columns, lda apart (columns of a wider a_prev), dz (m, n_out):
+# rows of dW (alpha 1), or of an SGD step in place on W (alpha -lr, beta 1).
+cdef void weight_gradient_rows(floating* out, const floating* dz, const floating* a_prev,
+                               floating alpha, floating beta, Py_ssize_t m,
+                               Py_ssize_t rows, Py_ssize_t n_out,
+                               Py_ssize_t lda) noexcept nogil
+# out (n_out) = beta * out + alpha * (sum over the m rows of dz), added row by
+# row as linear_backward does (so shares added in order give its bits).
+cdef void bias_gradient(floating* out, const floating* dz, floating alpha, floating beta,
+                        Py_ssize_t m, Py_ssize_t n_out) noexcept nogil
+
 # Backward fused with the SGD step, for plain SGD training:
 # da_prev (m, n_in) = dz @ W^T with the *old* W (skipped when NULL), then
 # W -= lr * a_prev^T @ dz and b -= lr * sum over rows of dz, in place.

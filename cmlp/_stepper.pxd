@@ -54,6 +54,11 @@ cdef class BatchStepper:
     # over the k outputs as scikit-learn's squared_loss does).
     cdef public bint sklearn_loss
     cdef public double loss_scale
+    # Worker threads for a dense batch (cmlp._pool; each batch uses
+    # threads_for(threads, rows, n_params) of them), and the deltas of a
+    # split batch (batch, act_width), allocated when threads > 1.
+    cdef public int threads
+    cdef object deltas
     # The latest run's progress: whole batches done, as far as they went.
     cdef readonly double loss_sum
     cdef readonly Py_ssize_t n_correct, rows_done

@@ -29,6 +29,12 @@ Design
   weight total) * W.
 * A non-finite loss stops the run before that batch's update; it is raised
   as ValueError after the GIL is taken back.
+* With threads > 1, a batch big enough to pay (cmlp._pool.threads_for) is
+  split over worker threads (cmlp._data_parallel): its gather, passes,
+  gradient sum and optimizer step all run on them, and the result depends
+  on the number of shares, never on the schedule. BLAS runs one thread per
+  call for the whole run (cmlp._blas.serial_blas_enter): `threads` is the
+  one knob of how many cores a run uses.
 * Python validates (cmlp.training, cmlp.network), Cython computes: nothing
   under nogil checks shapes, dtypes or values; the constructor and `run`
   check that the buffers fit (cheaply), since they are reachable from Python.
@@ -40,14 +46,18 @@ from libc.string cimport memcpy
 
 import numpy as np
 
+from cmlp._blas cimport serial_blas_enter, serial_blas_leave
+from cmlp._data_parallel cimport (SplitStep, optimizer_step_range, shares_for,
+                                  split_forward_backward, split_optimizer_step,
+                                  split_weight_gradients)
 from cmlp._engine cimport (Layout, NetLayout, backward_pass, check_signals, forward_pass,
-                           monotonic_seconds)
+                           monotonic_seconds, work_per_row)
 from cmlp._fork_gate cimport gate_enter, gate_leave
-from cmlp._sparse cimport CsrMatrix, CsrRows
 from cmlp._optim cimport (OPT_ADAM, OPT_ADAM_STEP, OPT_MOMENTUM, OPT_MOMENTUM_STEP,
-                          OPT_NESTEROV, OPT_NESTEROV_STEP, OPT_SGD, adam_step_update,
-                          adam_update, momentum_step_update,
-                          l2_grad, momentum_update, sgd_update)
+                          OPT_NESTEROV, OPT_NESTEROV_STEP, OPT_SGD)
+from cmlp._pool cimport threads_for
+from cmlp._pool import MAX_THREADS
+from cmlp._sparse cimport CsrMatrix, CsrRows
 
 
 cdef class BatchStepper:
@@ -91,6 +101,8 @@ cdef class BatchStepper:
         self.gradient_scale = 1.0
         self.sklearn_loss = False
         self.loss_scale = 1.0
+        self.threads = 1
+        self.deltas = np.empty((0, 0), dtype=dtype)
 
     def set_state(self, state1, state2):
         """The optimizer's state buffers (n_params) or empty, updated in place."""
@@ -122,14 +134,21 @@ cdef class BatchStepper:
         if not _rows_within(order, self.X.shape[0]):
             raise ValueError("order holds rows outside the data")
         self._check_optimizer()
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"threads must be in [1, {MAX_THREADS}]")
+        if self.threads > 1 and self.deltas.shape[0] == 0:
+            self.deltas = np.empty((self.batch_size, self.layout.c.act_width),
+                                   dtype=self.parameters.dtype)
         if self.parameters.dtype == np.float32:
             _run[float](self, self.parameters, self.gradients, self._dense_X(), self.targets,
                         self.weights, self.work, self.batch_X, self.batch_targets,
-                        self.batch_weights, self.state1, self.state2, order, lr)
+                        self.batch_weights, self.state1, self.state2, self.deltas,
+                        order, lr)
         else:
             _run[double](self, self.parameters, self.gradients, self._dense_X(), self.targets,
                          self.weights, self.work, self.batch_X, self.batch_targets,
-                         self.batch_weights, self.state1, self.state2, order, lr)
+                         self.batch_weights, self.state1, self.state2, self.deltas,
+                         order, lr)
         return self.loss_sum, self.n_correct, self.rows_done
 
     def _dense_X(self):
@@ -186,10 +205,11 @@ cdef int _empty_step(BatchStepper self, floating[::1] params, floating[::1] grad
     cdef floating* s2 = &state2[0] if state2.shape[0] > 0 else NULL
     with nogil:
         gate_enter()
-        _optimizer_step(&params[0], &grads[0], s1, s2, &self.layout.c, self.optimizer,
-                        <floating> lr, <floating> self.momentum, <floating> self.beta1,
-                        <floating> self.beta2, <floating> self.eps,
-                        <floating> weight_decay, self.step + 1)
+        optimizer_step_range(&params[0], &grads[0], s1, s2, &self.layout.c, self.optimizer,
+                             <floating> lr, <floating> self.momentum, <floating> self.beta1,
+                             <floating> self.beta2, <floating> self.eps,
+                             <floating> weight_decay, self.step + 1, 0,
+                             self.layout.c.n_params)
         gate_leave()
     return 0
 
@@ -204,6 +224,7 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
               floating[::1] batch_weights,         # scratch (batch) or (0)
               floating[::1] state1,                # INOUT velocity / Adam m, or (0)
               floating[::1] state2,                # INOUT Adam v, or (0)
+              floating[:, ::1] deltas,             # scratch (batch, act_width) or (0, 0)
               const Py_ssize_t[::1] order,         # IN rows to visit, in order
               double lr) except -1:
     cdef const Layout* layout = &self.layout.c
@@ -235,97 +256,170 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
     # Sparse X: each batch is its rows of the CSR matrix, listed by order.
     cdef CsrRows rows
     cdef const CsrRows* sparse = NULL
+    cdef int threads = self.threads if not isinstance(self.X, CsrMatrix) else 1
+    cdef int parts = 1
+    cdef SplitStep split
     if isinstance(self.X, CsrMatrix):
         rows = (<CsrMatrix> self.X).c
         sparse = &rows
-    with nogil:
-        while start < n:
-            if start > 0:
-                check_signals(&last_check)
-            m = min(batch, n - start)
-            # Fork-gate sections (cmlp._fork_gate): the passes, and the
-            # optimizer step; never the hook, which runs Python.
-            gate_enter()
-            if sparse != NULL:
-                rows.rows = &order[start]
-            if batch == 1:
-                # A single row is already contiguous: no gather.
-                row = order[start]
-                if sparse == NULL:
-                    x = &X[row, 0]
-                if softmax:
-                    lab = &labels[row]
-                else:
-                    tgt = &targets[row, 0]
-                if weighted:
-                    w = &weights[row]
-            else:
-                for i in range(m):
-                    row = order[start + i]
-                    if sparse == NULL:
-                        memcpy(&batch_X[i, 0], &X[row, 0], d * sizeof(floating))
-                    if softmax:
-                        batch_labels[i] = labels[row]
-                    else:
-                        memcpy(&batch_targets[i, 0], &targets[row, 0], k * sizeof(floating))
-                    if weighted:
-                        batch_weights[i] = weights[row]
-            forward_pass(&work[0, 0], &params[0], layout, x, m, True, self.dropout_key,
-                         self.batches_done, NULL, next_ready, sparse)
-            # Batch-1 plain SGD computes the next row's first layer in the same
-            # pass over W1 as this step's update (linear_backward_sgd_next_forward).
-            x_next = &X[order[start + 1], 0] if fused and batch == 1 and start + 1 < n else NULL
-            loss = backward_pass(NULL if fused else &grads[0], &params[0], &work[0, 0],
-                                 layout, x, lab, tgt, w, m, True, f_lr, &hits, x_next,
-                                 f_scale, sparse)
-            gate_leave()
-            next_ready = x_next != NULL
-            if hooked or per_sample or sklearn_loss:
-                batch_weight = m
-                if weighted:
-                    batch_weight = 0
-                    for i in range(m):
-                        batch_weight += w[i]
-            if hooked:
-                # Called even when the loss is non-finite: a hook that is a
-                # collective must be reached by every process, and tells
-                # them all through hook_loss whether any of them diverged.
-                self.hook_loss, self.hook_weight, self.hook_rows = loss, batch_weight, m
-                with gil:
-                    self.gradient_hook(self.gradients, batch_weight)
-                batch_weight = self.hook_weight
-                if not isfinite(self.hook_loss):
-                    finite = False
-            if not isfinite(loss):
-                finite = False
-            if not finite:
-                break
-            if per_sample:
-                f_decay = <floating> (self.weight_decay / batch_weight)
-            if sklearn_loss:
-                # rows / weight * (mean loss) + this batch's share of the L2
-                # term, at the weights before the step (decay > 0 never fuses
-                # the step into the backward pass). Under a reducing hook,
-                # rows and weight are the global batch's and the ranks' parts
-                # add up to it.
-                loss = ((self.hook_rows if hooked else m) / batch_weight * self.loss_scale * loss
-                        + 0.5 * self.weight_decay * _weight_square_sum(&params[0], layout)
-                        * m / batch_weight)
-            if not fused:
+    if threads > 1:
+        _split_setup(&split, self, &params[0], &grads[0], &work[0, 0], &deltas[0, 0],
+                     &X[0, 0], &batch_X[0, 0],
+                     &targets[0, 0] if not softmax else NULL,
+                     &weights[0] if weighted else NULL,
+                     &batch_targets[0, 0] if not softmax else NULL,
+                     &batch_weights[0] if weighted else NULL, s1, s2, floating is float)
+    serial_blas_enter()
+    try:
+        with nogil:
+            while start < n:
+                if start > 0:
+                    check_signals(&last_check)
+                m = min(batch, n - start)
+                if threads > 1:
+                    parts = threads_for(threads, m, layout.n_params)
+                # Fork-gate sections (cmlp._fork_gate): the passes, and the
+                # optimizer step; never the hook, which runs Python.
                 gate_enter()
-                _optimizer_step(&params[0], &grads[0], s1, s2, layout, kind, f_lr,
-                                f_momentum, f_beta1, f_beta2, f_eps, f_decay, self.step + 1)
+                if sparse != NULL:
+                    rows.rows = &order[start]
+                if parts > 1:
+                    # The batch split over the threads (cmlp._data_parallel).
+                    split.order, split.m = &order[start], m
+                    split.shares = shares_for(parts, m)
+                    split.batch_index = self.batches_done
+                    split.weight_total = m
+                    if weighted:
+                        split.weight_total = 0
+                        for i in range(m):
+                            split.weight_total += weights[order[start + i]]
+                    loss = split_forward_backward(&split, parts, &hits)
+                    if hooked:
+                        # The hook sees the whole batch's gradient; the step follows it.
+                        split_weight_gradients(&split, parts, False)
+                    x_next = NULL
+                else:
+                    if batch == 1:
+                        # A single row is already contiguous: no gather.
+                        row = order[start]
+                        if sparse == NULL:
+                            x = &X[row, 0]
+                        if softmax:
+                            lab = &labels[row]
+                        else:
+                            tgt = &targets[row, 0]
+                        if weighted:
+                            w = &weights[row]
+                    else:
+                        for i in range(m):
+                            row = order[start + i]
+                            if sparse == NULL:
+                                memcpy(&batch_X[i, 0], &X[row, 0], d * sizeof(floating))
+                            if softmax:
+                                batch_labels[i] = labels[row]
+                            else:
+                                memcpy(&batch_targets[i, 0], &targets[row, 0],
+                                       k * sizeof(floating))
+                            if weighted:
+                                batch_weights[i] = weights[row]
+                    forward_pass(&work[0, 0], &params[0], layout, x, m, True, self.dropout_key,
+                                 self.batches_done, NULL, next_ready, sparse)
+                    # Batch-1 plain SGD computes the next row's first layer in the same
+                    # pass over W1 as this step's update (linear_backward_sgd_next_forward).
+                    x_next = (&X[order[start + 1], 0] if fused and batch == 1 and start + 1 < n
+                              else NULL)
+                    loss = backward_pass(NULL if fused else &grads[0], &params[0], &work[0, 0],
+                                         layout, x, lab, tgt, w, m, True, f_lr, &hits, x_next,
+                                         f_scale, sparse)
                 gate_leave()
-            self.step += 1
-            self.batches_done += 1
-            self.loss_sum += loss
-            self.n_correct += hits
-            self.rows_done += m
-            start += m
+                next_ready = x_next != NULL
+                if hooked or per_sample or sklearn_loss:
+                    batch_weight = m
+                    if weighted:
+                        batch_weight = 0
+                        for i in range(m):
+                            batch_weight += w[i]
+                if hooked:
+                    # Called even when the loss is non-finite: a hook that is a
+                    # collective must be reached by every process, and tells
+                    # them all through hook_loss whether any of them diverged.
+                    self.hook_loss, self.hook_weight, self.hook_rows = loss, batch_weight, m
+                    with gil:
+                        self.gradient_hook(self.gradients, batch_weight)
+                    batch_weight = self.hook_weight
+                    if not isfinite(self.hook_loss):
+                        finite = False
+                if not isfinite(loss):
+                    finite = False
+                if not finite:
+                    break
+                if per_sample:
+                    f_decay = <floating> (self.weight_decay / batch_weight)
+                if sklearn_loss:
+                    # rows / weight * (mean loss) + this batch's share of the L2
+                    # term, at the weights before the step (decay > 0 never fuses
+                    # the step into the backward pass). Under a reducing hook,
+                    # rows and weight are the global batch's and the ranks' parts
+                    # add up to it.
+                    loss = ((self.hook_rows if hooked else m) / batch_weight * self.loss_scale
+                            * loss + 0.5 * self.weight_decay
+                            * _weight_square_sum(&params[0], layout) * m / batch_weight)
+                if parts > 1:
+                    # The step on the threads: after the hook, over slices of
+                    # the gradient; else fused with phase 2's gradients.
+                    gate_enter()
+                    split.lr, split.weight_decay, split.t = f_lr, f_decay, self.step + 1
+                    if hooked:
+                        split_optimizer_step(&split, parts)
+                    else:
+                        split_weight_gradients(&split, parts, True)
+                    gate_leave()
+                elif not fused:
+                    gate_enter()
+                    optimizer_step_range(&params[0], &grads[0], s1, s2, layout, kind, f_lr,
+                                         f_momentum, f_beta1, f_beta2, f_eps, f_decay,
+                                         self.step + 1, 0, layout.n_params)
+                    gate_leave()
+                self.step += 1
+                self.batches_done += 1
+                self.loss_sum += loss
+                self.n_correct += hits
+                self.rows_done += m
+                start += m
+    finally:
+        serial_blas_leave()
     if not finite:
         raise ValueError(
             f"the training loss became non-finite after {self.rows_done} samples of this "
             "pass; the learning rate is probably too high for this data")
+    return 0
+
+
+cdef int _split_setup(SplitStep* split, BatchStepper self, floating* params, floating* grads,
+                      floating* work, floating* deltas, const floating* X, floating* batch_X,
+                      const floating* targets, const floating* weights,
+                      floating* batch_targets, floating* batch_weights,
+                      floating* s1, floating* s2, bint single) except -1:
+    # The parts of a SplitStep that stay the same for a whole run.
+    cdef const Layout* layout = &self.layout.c
+    cdef const int32_t[::1] labels = self.labels
+    cdef int32_t[::1] batch_labels = self.batch_labels
+    split.layout, split.single = layout, single
+    split.params, split.grads = params, grads
+    split.work, split.work_per_row, split.deltas = work, work_per_row(layout), deltas
+    split.X, split.batch_X = X, batch_X
+    split.labels = &labels[0] if labels.shape[0] > 0 else NULL
+    split.batch_labels = &batch_labels[0] if labels.shape[0] > 0 else NULL
+    split.targets, split.weights = targets, weights
+    split.batch_targets, split.batch_weights = batch_targets, batch_weights
+    split.d, split.k = layout.sizes[0], layout.sizes[layout.n_layers]
+    split.dropout_key = self.dropout_key
+    split.gradient_scale = self.gradient_scale
+    split.kind = self.optimizer
+    split.momentum, split.beta1 = self.momentum, self.beta1
+    split.beta2, split.eps = self.beta2, self.eps
+    split.state1, split.state2 = s1, s2
+    split.fused_sgd = self.fused_sgd
     return 0
 
 
@@ -350,26 +444,3 @@ cdef double _weight_square_sum(const floating* params, const Layout* layout) noe
         for i in range(size):
             total += <double> W[i] * W[i]
     return total
-
-
-cdef void _optimizer_step(floating* params, floating* grads, floating* state1,
-                          floating* state2, const Layout* layout, int kind,
-                          floating lr, floating momentum, floating beta1,
-                          floating beta2, floating eps, floating weight_decay,
-                          long long step) noexcept nogil:
-    cdef Py_ssize_t l, n = layout.n_params
-    if weight_decay != 0:
-        # L2 on the weights only: biases are not decayed.
-        for l in range(layout.n_layers):
-            l2_grad(grads + layout.w_offsets[l], params + layout.w_offsets[l],
-                    weight_decay, layout.sizes[l] * layout.sizes[l + 1])
-    if kind == OPT_MOMENTUM or kind == OPT_NESTEROV:
-        momentum_update(params, state1, grads, lr, momentum, kind == OPT_NESTEROV, n)
-    elif kind == OPT_ADAM:
-        adam_update(params, state1, state2, grads, lr, beta1, beta2, eps, step, n)
-    elif kind == OPT_MOMENTUM_STEP or kind == OPT_NESTEROV_STEP:
-        momentum_step_update(params, state1, grads, lr, momentum, kind == OPT_NESTEROV_STEP, n)
-    elif kind == OPT_ADAM_STEP:
-        adam_step_update(params, state1, state2, grads, lr, beta1, beta2, eps, step, n)
-    else:
-        sgd_update(params, grads, lr, n)

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from cmlp._validation import non_negative_float, positive_int
+from cmlp.persistence import write_checkpoint
 
 
 class Callback:
@@ -111,7 +112,6 @@ class Checkpoint(Callback):
                                   f"{directory!r} is not writable")
 
     def _write(self, run):
-        from cmlp.persistence import write_checkpoint
         write_checkpoint(run, self.path, self.metadata)
         self.written = True
 

@@ -21,7 +21,9 @@ from cmlp._kernels import ACTIVATION_CODES
 from cmlp._validation import as_csr, as_labels, as_sample_weight, check_number
 
 __all__ = [
-    "linear_forward", "linear_backward", "linear_backward_sgd",
+    "linear_forward", "linear_forward_columns", "linear_backward", "linear_backward_input",
+    "weight_gradient_rows",
+    "bias_gradient", "linear_backward_sgd",
     "linear_backward_sgd_next_forward", "csr_linear_forward", "csr_linear_backward",
     "relu_forward", "relu_backward", "tanh_forward", "tanh_backward",
     "sigmoid_forward", "sigmoid_backward", "leaky_relu_forward", "leaky_relu_backward",
@@ -111,6 +113,105 @@ def _linear_backward(floating[:, ::1] da_prev, floating[:, ::1] dW,
         K.linear_backward(&da_prev[0, 0], &dW[0, 0], &db[0], &dz[0, 0],
                           &a_prev[0, 0], &W[0, 0], a_prev.shape[0],
                           W.shape[0], W.shape[1])
+
+
+def _columns(c0, c1, n):
+    c1 = n if c1 is None else c1
+    if not 0 <= c0 < c1 <= n:
+        raise ValueError(f"columns [{c0}, {c1}) do not fit in {n}")
+    return c0, c1
+
+
+def linear_backward_input(dz, W, c0=0, c1=None):
+    """Columns [c0, c1) of da_prev (m, n_in) = dz (m, n_out) @ W^T."""
+    dz, W = _floats(dz, W)
+    _matrix(dz, "dz")
+    _matrix(W, "W")
+    if dz.shape[1] != W.shape[1]:
+        raise ValueError(f"shapes dz {dz.shape}, W {W.shape} do not fit")
+    c0, c1 = _columns(c0, c1, W.shape[0])
+    da_prev = np.zeros((dz.shape[0], W.shape[0]), dtype=W.dtype)
+    _linear_backward_input(da_prev, dz, W, c0, c1)
+    return da_prev[:, c0:c1]
+
+
+def _linear_backward_input(floating[:, ::1] da_prev, const floating[:, ::1] dz,
+                           const floating[:, ::1] W, Py_ssize_t c0, Py_ssize_t c1):
+    _fit(min(dz.shape[0], W.shape[0], W.shape[1]) > 0 and dz.shape[1] == W.shape[1]
+         and (da_prev.shape[0], da_prev.shape[1]) == (dz.shape[0], W.shape[0])
+         and 0 <= c0 < c1 <= W.shape[0])
+    with nogil:
+        K.linear_backward_input(&da_prev[0, 0], &dz[0, 0], &W[0, 0], dz.shape[0],
+                                W.shape[0], W.shape[1], c0, c1)
+
+
+def linear_forward_columns(a_prev, W, b, c0, c1):
+    """Columns [c0, c1) of z (m, n_out) = a_prev (m, n_in) @ W + b."""
+    a_prev, W, b = _floats(a_prev, W, b)
+    _matrix(a_prev, "a_prev")
+    _matrix(W, "W")
+    if a_prev.shape[1] != W.shape[0] or b.shape != (W.shape[1],):
+        raise ValueError(f"shapes a_prev {a_prev.shape}, W {W.shape}, b {b.shape} do not fit")
+    c0, c1 = _columns(c0, c1, W.shape[1])
+    z = np.zeros((a_prev.shape[0], W.shape[1]), dtype=W.dtype)
+    _linear_forward_columns(z, a_prev, W, b, c0, c1)
+    return z[:, c0:c1]
+
+
+def _linear_forward_columns(floating[:, ::1] z, const floating[:, ::1] a_prev,
+                            const floating[:, ::1] W, const floating[::1] b, Py_ssize_t c0,
+                            Py_ssize_t c1):
+    _fit(min(a_prev.shape[0], W.shape[0], W.shape[1]) > 0 and a_prev.shape[1] == W.shape[0]
+         and b.shape[0] == W.shape[1] and (z.shape[0], z.shape[1]) == (a_prev.shape[0], W.shape[1])
+         and 0 <= c0 < c1 <= W.shape[1])
+    with nogil:
+        K.linear_forward_columns(&z[0, 0], &a_prev[0, 0], &W[0, 0], &b[0], a_prev.shape[0],
+                                 W.shape[0], W.shape[1], c0, c1)
+
+
+def weight_gradient_rows(out, dz, a_prev, alpha, beta, first=0):
+    """alpha * a_prev[:, first:first + rows]^T @ dz + beta * out, for out
+    (rows, n_out), dz (m, n_out), a_prev (m, n_in): rows of dW (or of an
+    SGD step in place, alpha -lr, beta 1). Returns a new array."""
+    out, dz, a_prev = _floats(out, dz, a_prev)
+    for a, name in ((out, "out"), (dz, "dz"), (a_prev, "a_prev")):
+        _matrix(a, name)
+    if (a_prev.shape[0] != dz.shape[0] or out.shape[1] != dz.shape[1]
+            or not 0 <= first <= a_prev.shape[1] - out.shape[0]):
+        raise ValueError(f"shapes out {out.shape}, dz {dz.shape}, a_prev {a_prev.shape} "
+                         f"and first={first} do not fit")
+    result = out.copy()
+    _weight_gradient_rows(result, dz, a_prev, alpha, beta, first)
+    return result
+
+
+def _weight_gradient_rows(floating[:, ::1] out, const floating[:, ::1] dz,
+                          const floating[:, ::1] a_prev, double alpha, double beta,
+                          Py_ssize_t first):
+    _fit(min(out.shape[0], dz.shape[0], dz.shape[1]) > 0 and a_prev.shape[0] == dz.shape[0]
+         and out.shape[1] == dz.shape[1] and 0 <= first <= a_prev.shape[1] - out.shape[0])
+    with nogil:
+        K.weight_gradient_rows(&out[0, 0], &dz[0, 0], &a_prev[0, first], <floating> alpha,
+                               <floating> beta, dz.shape[0], out.shape[0], dz.shape[1],
+                               a_prev.shape[1])
+
+
+def bias_gradient(out, dz, alpha, beta):
+    """beta * out + alpha * (dz (m, n_out) summed over rows), row by row."""
+    out, dz = _floats(out, dz)
+    _matrix(dz, "dz")
+    if out.shape != (dz.shape[1],):
+        raise ValueError(f"out must have shape ({dz.shape[1]},), got {out.shape}")
+    result = out.copy()
+    _bias_gradient(result, dz, alpha, beta)
+    return result
+
+
+def _bias_gradient(floating[::1] out, const floating[:, ::1] dz, double alpha, double beta):
+    _fit(dz.shape[0] > 0 and out.shape[0] == dz.shape[1])
+    with nogil:
+        K.bias_gradient(&out[0], &dz[0, 0], <floating> alpha, <floating> beta, dz.shape[0],
+                        dz.shape[1])
 
 
 def linear_backward_sgd(dz, a_prev, W, b, lr):

@@ -60,10 +60,12 @@ import zlib
 
 import numpy as np
 
-from cmlp import _blas
+from cmlp import _blas, _ranks
 from cmlp._layout import REGRESSION_OUTPUTS, aligned_zeros
 from cmlp._ranks import RanksDisagree
-from cmlp.training import REFERENCE_ROWS, TrainingDiverged, TrainingRun, total_weight
+from cmlp._scale import warn_if_far_from_unit_scale
+from cmlp.callbacks import Checkpoint
+from cmlp.training import REFERENCE_ROWS, TrainingDiverged, TrainingRun, fit_network, total_weight
 
 # Seconds a failing rank waits, after writing its traceback, before aborting.
 ABORT_GRACE_SECONDS = 0.2
@@ -127,6 +129,39 @@ def blas_share(comm):
     finally:
         if lowered:
             _blas.blas_threads(before)
+
+
+def fit(network, X, y, comm, sharded, options):
+    """Network.fit(..., comm=comm, sharded=sharded): `options` are fit's
+    other keyword arguments, by name (see cmlp.training.fit_network)."""
+    if comm is None:
+        raise ValueError("sharded=True splits the data over the ranks of comm: give comm")
+    mpi()
+    if options["gradient_hook"] is not None:
+        raise ValueError("comm= brings its own gradient hook (the allreduce): give "
+                         "gradient_hook or comm, not both")
+    if comm.rank != 0:          # rank 0 alone prints and writes checkpoints
+        options = {**options, "verbose": 0, "progress": False, "checkpoint": None,
+                   "callbacks": [c for c in options["callbacks"]
+                                 if not isinstance(c, Checkpoint)]}
+    warn_if_far_from_unit_scale(X)
+    sharded = bool(sharded)
+
+    def start_run(net, data, validation, optimizer, arguments):
+        optimizer.bind(net.parameters.size, net.dtype)
+        # Before the first collective whose size depends on them.
+        _ranks.check_agree(comm, _ranks.summary(
+            net, optimizer, data, validation,
+            {**arguments["config"], "initial_epoch": arguments["initial_epoch"]}, sharded))
+        synchronize_state(net, optimizer, comm)
+        return DataParallelRun(net, data, comm=comm, sharded=sharded, **arguments)
+
+    def train():
+        synchronize_streams(network, comm)
+        # The default thread count is read under the cap: each rank its share.
+        with blas_share(comm):
+            return fit_network(network, X, y, options, start_run)
+    return abort_on_error(comm, train)
 
 
 def abort_on_error(comm, fn):
@@ -314,7 +349,7 @@ class DataParallelRun(TrainingRun):
         sums = np.zeros(4)
         if hi > lo:
             part = (X[lo:hi], labels[lo:hi], targets[lo:hi], weights[lo:hi])
-            metrics = self.network._evaluate(*part)
+            metrics = self.network._evaluate(*part, threads=self.threads)
             weight = total_weight(part[3], hi - lo)
             sums[:] = (metrics["loss"] * weight, metrics.get("accuracy", 0.0) * (hi - lo),
                        weight, hi - lo)

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cmlp import _engine, _fork, persistence
+from cmlp import _engine, _entry, _fork, persistence
 from cmlp._layout import (
     ACTIVATIONS,
     OUTPUTS,
@@ -25,31 +25,25 @@ from cmlp._layout import (
     shuffle_seed,
     split_flat,
 )
+from cmlp._network_files import NetworkFiles
+from cmlp._network_parameters import NetworkParameters
 from cmlp._scale import warn_if_far_from_unit_scale
+from cmlp._threads import check_threads
 from cmlp._validation import (
     as_matrix,
-    check_number,
     check_weights,
     check_Xy,
     positive_float,
-    positive_int,
 )
-from cmlp.callbacks import Checkpoint
 from cmlp.history import History
-from cmlp.optimizers import Optimizer, make_optimizer, optimizer_for
-from cmlp.schedules import Schedule, make_schedule
-from cmlp.training import (
-    DIVERGENCE_FACTOR,
-    TrainingRun,
-    prepare_data,
-    shorthand_callbacks,
-    total_weight,
-)
+from cmlp.optimizers import Optimizer, make_optimizer
+from cmlp.schedules import Schedule
+from cmlp.training import DIVERGENCE_FACTOR, fit_network, total_weight
 
 FORMAT = persistence.FORMAT
 
 
-class Network:
+class Network(NetworkParameters, NetworkFiles):
     """A multilayer perceptron whose forward, backward and training loop run in C.
 
     Parameters
@@ -140,8 +134,8 @@ class Network:
         self._public = (public, *split_flat(public, self.sizes))
         # The dtype's specialisation of the fused C entry point, picked once:
         # dispatching on every call would cost more than a one-sample forward.
-        self._forward = _engine.forward[self.dtype.name.replace("float32", "float")
-                                        .replace("float64", "double")]
+        self._forward = _entry.forward[self.dtype.name.replace("float32", "float")
+                                       .replace("float64", "double")]
 
     @property
     def sizes(self) -> tuple:
@@ -175,61 +169,6 @@ class Network:
     @property
     def _dropout_key(self):
         return dropout_key(self._seed_entropy)
-
-    @property
-    def parameters(self) -> np.ndarray:
-        """The flat parameter buffer, every layer's W then b back to back (a
-        read-only view; see set_parameters)."""
-        return self._public[0]
-
-    @property
-    def weights(self) -> tuple:
-        """W of each layer, (n_in, n_out) (read-only views; see set_weights)."""
-        return self._public[1]
-
-    @property
-    def biases(self) -> tuple:
-        """b of each layer, (n_out,) (read-only views; see set_weights)."""
-        return self._public[2]
-
-    def _checked_values(self, values, shape, name):
-        """`values` as an array of `shape`, finite and within the dtype's
-        range (a float64 1e39 would become inf in float32)."""
-        array = np.asarray(values)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"{name} must be real numbers, got dtype {array.dtype}")
-        if array.shape != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
-        big = np.finfo(self.dtype).max
-        if not (np.isfinite(array).all() and (np.abs(array) <= big).all()):
-            raise ValueError(f"{name} must be finite and within the {self.dtype.name} range "
-                             f"(|value| <= {big:.4g})")
-        return array
-
-    def set_parameters(self, values) -> None:
-        """Replace all parameters with `values`, shape (n_parameters,), in
-        the layout of `parameters`. ValueError (nothing changed) for a
-        wrong shape or a value that is NaN, infinite or outside the dtype's
-        range."""
-        self._parameters[:] = self._checked_values(values, self._parameters.shape,
-                                                   "parameters")
-
-    def set_weights(self, weights=None, biases=None) -> None:
-        """Replace W and/or b of some or all layers: `weights` and `biases`
-        are sequences with one entry per layer, each an array of that
-        layer's shape or None (left as it is). Everything is checked first
-        (shape, finite, within the dtype's range), then written: on
-        ValueError nothing has changed."""
-        updates = []
-        for given, views, kind in ((weights, self._weights, "W"), (biases, self._biases, "b")):
-            if given is None:
-                continue
-            if isinstance(given, np.ndarray) or len(given) != len(views):
-                raise ValueError(f"give one {kind} (or None) per layer: {len(views)} layers")
-            updates += [(view, self._checked_values(value, view.shape, f"{kind} of layer {i}"))
-                        for i, (view, value) in enumerate(zip(views, given)) if value is not None]
-        for view, value in updates:
-            view[...] = value
 
     @property
     def n_features(self):
@@ -269,7 +208,8 @@ class Network:
 
     # ---------------------------------------------------------- inference ----
 
-    def forward(self, X, out: np.ndarray | None = None) -> np.ndarray:
+    def forward(self, X, out: np.ndarray | None = None, threads: int | None = None
+                ) -> np.ndarray:
         """Network outputs for X (n, n_features), dense or scipy.sparse: class
         probabilities for a softmax network, raw outputs for an identity one,
         exp(z) for an exp one. Shape (n, k).
@@ -278,12 +218,16 @@ class Network:
         dtype; it is filled and returned (left partly written if X turns out
         to hold NaN/inf, which raises ValueError). Releases the GIL while
         computing; safe to call from several threads on one network.
+        `threads`: how many threads may split the rows (default: the cores
+        this process may use, see `fit`); a few rows use one.
         """
+        if threads is not None:
+            threads = check_threads(threads)
         # Fast path: an array already in the network's layout and dtype goes
         # straight to C (which checks it for NaN/inf); anything else is
         # validated and converted once.
         if out is None:
-            result = _engine.forward_array(self._parameters, self._layout, X)
+            result = _entry.forward_array(self._parameters, self._layout, X, threads)
             if result is not None:
                 return result
         if not (type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2
@@ -301,42 +245,45 @@ class Network:
         elif isinstance(X, np.ndarray) and np.may_share_memory(out, X):
             raise ValueError("out must not overlap X (rows still to be read would be "
                              "overwritten)")
-        status = self._forward(self._parameters, self._layout, X, out)
+        status = self._forward(self._parameters, self._layout, X, out, threads)
         if status != 1:
-            raise _engine.forward_error(status, self.dtype.name)
+            raise _entry.forward_error(status, self.dtype.name)
         return out
 
-    def predict_proba(self, X, out: np.ndarray | None = None) -> np.ndarray:
+    def predict_proba(self, X, out: np.ndarray | None = None, threads: int | None = None
+                      ) -> np.ndarray:
         """Class probabilities (n, k) for a softmax network; per-label
-        probabilities (n, k) for a sigmoid one."""
+        probabilities (n, k) for a sigmoid one. `out`, `threads`: see `forward`."""
         if self.output in REGRESSION_OUTPUTS:
             raise ValueError("predict_proba needs a softmax or sigmoid output; use forward "
                              "or predict")
-        return self.forward(X, out=out)
+        return self.forward(X, out=out, threads=threads)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X, threads: int | None = None) -> np.ndarray:
         """Class labels (n,) for a softmax network; 0/1 label indicators
         (n, k), probability > 0.5, for a sigmoid one; outputs (n, k) for an
         identity one. A network fit on 1-D targets (one output) answers
         with shape (n,), like its targets. An exp network answers exp(z),
-        its predicted means."""
-        P = self.forward(X)
+        its predicted means. `threads`: see `forward`."""
+        P = self.forward(X, threads=threads)
         if self.output == "softmax":
             return P.argmax(axis=1)
         P = (P > 0.5).astype(np.int32) if self.output == "sigmoid" else P
         return P[:, 0] if self._target_ndim == 1 else P
 
-    def evaluate(self, X, y, sample_weight=None) -> dict:
+    def evaluate(self, X, y, sample_weight=None, threads: int | None = None) -> dict:
         """Mean loss over (X, y), weighted if sample_weight is given:
         ``{"loss": ..., "accuracy": ...}``.
 
         ``accuracy`` is given for softmax networks (fraction of argmax hits)
         and sigmoid ones (fraction of rows with every label right); it is
-        never weighted.
+        never weighted. `threads`: see `forward` (the result does not
+        depend on it).
         """
+        threads = check_threads(threads)
         X, labels, targets = self._check_Xy(X, y)
         weights = self._check_weights(sample_weight, None, labels, X.shape[0])
-        result = self._evaluate(X, labels, targets, weights)
+        result = self._evaluate(X, labels, targets, weights, threads)
         self._check_loss(result["loss"])
         return result
 
@@ -348,11 +295,11 @@ class Network:
                              f"{self.dtype.name} (inputs, targets or weights too large for "
                              f"{self.dtype.name}; {remedy})")
 
-    def _evaluate(self, X, labels, targets, weights=None):
+    def _evaluate(self, X, labels, targets, weights=None, threads=None):
         if weights is None:
             weights = np.empty(0, dtype=self.dtype)
-        loss, correct = _engine.evaluate(self._parameters, self._layout, X, labels, targets,
-                                         weights)
+        loss, correct = _entry.evaluate(self._parameters, self._layout, X, labels, targets,
+                                        weights, threads)
         n = X.shape[0]
         result = {"loss": loss / total_weight(weights, n)}
         if self.output not in REGRESSION_OUTPUTS:
@@ -372,8 +319,8 @@ class Network:
         work = self._workspace(X.shape[0])
         # A buffer of this call's own: threads may ask for gradients at once.
         grads = np.empty_like(self._parameters)
-        loss, _ = _engine.loss_and_gradients(self._parameters, grads, self._layout,
-                                             X, labels, targets, weights, work)
+        loss, _ = _entry.loss_and_gradients(self._parameters, grads, self._layout,
+                                            X, labels, targets, weights, work)
         loss /= total_weight(weights, X.shape[0])
         self._check_loss(loss)
         dW, db = split_flat(grads, self.sizes)
@@ -390,7 +337,7 @@ class Network:
             checkpoint=None, initial_epoch: int = 0, history: History | None = None,
             checkpoint_metadata: dict | None = None,
             divergence_factor: float | None = DIVERGENCE_FACTOR, comm=None,
-            sharded: bool = False) -> History:
+            sharded: bool = False, threads: int | None = None) -> History:
         """Train on (X, y) with mini-batch gradient descent; returns a History
         of per-epoch records (``loss``, ``accuracy``, ``lr``, ``seconds``,
         ``val_*``).
@@ -466,99 +413,34 @@ class Network:
             validation data) instead of the same X, y: each shuffles its
             rows locally, and every global step of ``batch_size`` rows takes
             from each rank in proportion to its row count.
+        threads : worker threads that split each batch's rows (forward,
+            backward, gradient sum and optimizer step; BLAS then runs one
+            thread per call). None: the cores this process may use
+            (``os.sched_getaffinity``), capped by OpenBLAS's thread count
+            and ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``, which carry
+            threadpoolctl's limits, joblib's worker caps and, with comm,
+            each rank's share of its host. A batch too small to pay uses
+            fewer. Results depend on the number of threads a batch uses
+            (the order of sums), never on scheduling: the same ``threads``
+            gives the same bits.
 
         Raises ValueError for bad arguments and when training diverges (a
         NaN/inf loss or parameters, or see divergence_factor): the network
         is then put back where the failing epoch started (parameters,
         optimizer state and counters), never left diverged.
         """
-        if sharded and comm is None:
-            raise ValueError("sharded=True splits the data over the ranks of comm: give comm")
-        if comm is not None:
+        options = {name: value for name, value in locals().items()
+                   if name not in ("self", "X", "y", "comm", "sharded")}
+        if comm is not None or sharded:
             from cmlp import distributed
-            distributed.mpi()
-            if gradient_hook is not None:
-                raise ValueError("comm= brings its own gradient hook (the allreduce): give "
-                                 "gradient_hook or comm, not both")
-            if comm.rank != 0:          # rank 0 alone prints and writes checkpoints
-                verbose, progress, checkpoint = 0, False, None
-                callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
+            return distributed.fit(self, X, y, comm, sharded, options)
         warn_if_far_from_unit_scale(X)
-        arguments = dict(
-            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
-            weight_decay=weight_decay, schedule=schedule, shuffle=shuffle,
-            sample_weight=sample_weight, class_weight=class_weight,
-            validation_data=validation_data, validation_split=validation_split,
-            early_stopping=early_stopping, patience=patience, min_delta=min_delta,
-            callbacks=callbacks, gradient_hook=gradient_hook, verbose=verbose,
-            progress=progress, on_epoch_end=on_epoch_end, checkpoint=checkpoint,
-            initial_epoch=initial_epoch, history=history,
-            checkpoint_metadata=checkpoint_metadata, divergence_factor=divergence_factor)
-        if comm is None:
-            return self._fit(X, y, **arguments)
-
-        def train():
-            distributed.synchronize_streams(self, comm)
-            with distributed.blas_share(comm):
-                return self._fit(X, y, comm=comm, sharded=bool(sharded), **arguments)
-        return distributed.abort_on_error(comm, train)
-
-    def _fit(self, X, y, *, epochs, batch_size, lr, optimizer, momentum, weight_decay,
-             schedule, shuffle, sample_weight, class_weight, validation_data,
-             validation_split, early_stopping, patience, min_delta, callbacks, gradient_hook,
-             verbose, progress, on_epoch_end, checkpoint, initial_epoch, history,
-             checkpoint_metadata, divergence_factor, comm=None, sharded=False) -> History:
-        epochs = positive_int(epochs, "epochs", minimum=0)
-        batch_size = positive_int(batch_size, "batch_size")
-        initial_epoch = positive_int(initial_epoch, "initial_epoch", minimum=0)
-        opt = optimizer_for(self.optimizer, optimizer, lr, momentum, weight_decay)
-        schedule = make_schedule(schedule)
-        data, validation = prepare_data(self, X, y, sample_weight, class_weight,
-                                        validation_data, validation_split)
-        if history is not None and not isinstance(history, History):
-            raise TypeError("history must be a History (from load_checkpoint)")
-        shorthands = shorthand_callbacks(early_stopping, patience, min_delta, checkpoint,
-                                         checkpoint_metadata, progress, verbose, on_epoch_end)
-        if gradient_hook is not None and not callable(gradient_hook):
-            raise TypeError("gradient_hook must be callable")
-        if divergence_factor is not None:
-            divergence_factor = check_number(divergence_factor, "divergence_factor", low=1)
-        config = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
-                  "schedule": schedule.config(), "validation_split": validation_split,
-                  "early_stopping": bool(early_stopping), "patience": patience,
-                  "min_delta": min_delta}
-        if not self._training.acquire(blocking=False):
-            raise RuntimeError("this network is already training (a fit or partial_fit is "
-                               "running on it, in another thread or a callback)")
-        try:
-            common = dict(validation=validation, epochs=epochs, batch_size=batch_size,
-                          optimizer=opt, schedule=schedule, shuffle=shuffle,
-                          callbacks=[*shorthands, *callbacks], history=history,
-                          initial_epoch=initial_epoch, config=config,
-                          divergence_factor=divergence_factor)
-            if comm is None:
-                run = TrainingRun(self, data, gradient_hook=gradient_hook, **common)
-            else:
-                from cmlp import _ranks, distributed
-                opt.bind(self.parameters.size, self.dtype)
-                # Before the first collective whose size depends on them.
-                _ranks.check_agree(comm, _ranks.summary(
-                    self, opt, data, validation, {**config, "initial_epoch": initial_epoch},
-                    sharded))
-                distributed.synchronize_state(self, opt, comm)
-                run = distributed.DataParallelRun(self, data, comm=comm, sharded=sharded,
-                                                  **common)
-            self.optimizer = opt
-            if data[2].size:             # float targets: remember their shape for predict
-                self._target_ndim = 1 if np.ndim(y) == 1 else 2
-            return run.run()
-        finally:
-            self._training.release()
+        return fit_network(self, X, y, options)
 
     def partial_fit(self, X, y, *, sample_weight=None, class_weight=None,
                     batch_size: int = 128, optimizer: str | Optimizer | None = None,
                     lr: float | None = None, shuffle: bool = True, comm=None,
-                    sharded: bool = False) -> dict:
+                    sharded: bool = False, threads: int | None = None) -> dict:
         """One pass over (X, y), continuing the network's training state.
 
         For data that arrives in pieces (streams, data too large for
@@ -571,7 +453,7 @@ class Network:
         and `optimizer` replaces it. Returns the pass's record: ``loss``
         (and ``accuracy``) over the batches, measured before each update,
         and ``seconds``. `comm` and `sharded` as for `fit`: one data-parallel
-        pass over the ranks.
+        pass over the ranks; `threads` as for `fit`.
         """
         if optimizer is None and self.optimizer is not None:
             opt = self.optimizer
@@ -581,107 +463,14 @@ class Network:
             opt = make_optimizer("sgd" if optimizer is None else optimizer, lr)
         history = self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=opt,
                            shuffle=shuffle, sample_weight=sample_weight,
-                           class_weight=class_weight, verbose=0, comm=comm, sharded=sharded)
+                           class_weight=class_weight, verbose=0, comm=comm, sharded=sharded,
+                           threads=threads)
         record = dict(history.records[0])
         del record["epoch"]
         return record
 
-    # ------------------------------------------------------- checkpoints ----
-
-    @classmethod
-    def load_checkpoint(cls, path, *, max_bytes: int | None = None,
-                        comm=None) -> tuple[Network, dict]:
-        """Read a checkpoint that fit(..., checkpoint=path) was writing.
-
-        Returns (network, fit_kwargs): ``network.fit(X, y, **fit_kwargs)``
-        with the same data (and the same validation_data, sample_weight and
-        class_weight, if the run had them) continues where the run stopped,
-        mid-epoch if it was interrupted there; the result is bit-identical
-        to the run that was never interrupted. fit_kwargs also holds the
-        run's ``checkpoint_metadata`` (e.g. the CLI's arguments).
-        `resume` does both steps in one call. `max_bytes` as for `load`.
-        With an mpi4py `comm`, rank 0 alone reads the file and sends it to
-        the other ranks (for a data-parallel run resumed with ``comm=``).
-        """
-        return persistence.load_checkpoint(cls, path, max_bytes, comm)
-
-    @classmethod
-    def resume(cls, path, X, y, *, epochs: int | None = None, comm=None, **fit_kwargs
-               ) -> tuple[Network, History]:
-        """Continue the run a checkpoint holds, on the same data: returns
-        (network, history). `epochs` may extend the run; `fit_kwargs` are
-        what the checkpoint cannot hold (validation_data, sample_weight,
-        class_weight, callbacks, gradient_hook, verbose, progress,
-        on_epoch_end, sharded). The checkpoint goes on being written at
-        `path`. With `comm`, the run goes on data-parallel over its ranks
-        (rank 0 reads the checkpoint and writes it)."""
-        net, saved = cls.load_checkpoint(path, comm=comm)
-        clash = sorted(set(fit_kwargs) & set(saved))
-        if clash:
-            raise ValueError(f"{clash} come from the checkpoint and cannot be changed "
-                             "when resuming (epochs may be extended)")
-        if epochs is not None:
-            saved["epochs"] = positive_int(epochs, "epochs", minimum=saved["initial_epoch"])
-        return net, net.fit(X, y, **saved, comm=comm, **fit_kwargs)
-
-    def fold_input_standardization(self, mean, std) -> None:
-        """Make a network trained on (X - mean) / std take raw X, exactly.
-
-        Rewrites the first layer in place: (X - mean) / std @ W + b equals
-        X @ (W / std[:, None]) + (b - (mean / std) @ W). `mean` and `std` are
-        scalars or arrays of shape (n_features,), with std > 0 and finite.
-        """
-        n = self.n_features
-        mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (n,))
-        std = np.broadcast_to(np.asarray(std, dtype=np.float64), (n,))
-        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-            raise ValueError("mean must be finite and std finite and > 0")
-        W = self.weights[0].astype(np.float64)
-        b = self.biases[0].astype(np.float64)
-        rest = [None] * (len(self.sizes) - 2)
-        self.set_weights([W / std[:, None], *rest], [b - (mean / std) @ W, *rest])
-
-    # ------------------------------------------------------- persistence ----
-
-    def save(self, path, history: History | None = None) -> None:
-        """Write the model (and its optimizer's state) to `path` (.npz, no pickle),
-        atomically. A History given is stored too (`load_history` reads it;
-        `cmlp plot` draws it)."""
-        persistence.save(self, path, history)
-
-    def to_onnx(self, path) -> None:
-        """Write the network as an ONNX graph (opset 13, the network's dtype)
-        that computes what `forward` does: class probabilities for softmax
-        and sigmoid networks, raw outputs for identity ones. Input "X"
-        (batch, n_features); output "probabilities" (or "outputs"). Runs in
-        ONNX Runtime and any other ONNX engine, with no Python. Needs
-        ``pip install "cmlp[onnx]"``. `cmlp export` does this from the
-        command line."""
-        from cmlp.onnx_export import export
-        export(self, path)
-
-    def __getstate__(self):
-        # Pickle (copy, joblib) through the model format: no engine buffers.
-        return {"model": persistence.to_bytes(self), "seed": self.seed}
-
-    def __setstate__(self, state):
-        net = persistence.from_bytes(type(self), state["model"])
-        self.__dict__.update(net.__dict__)
-        self.seed = state["seed"]
-        _fork.track(self)
-
-    @classmethod
-    def load(cls, path, *, max_bytes: int | None = None) -> Network:
-        """Read a model written by `save` (or a checkpoint).
-
-        Raises FileNotFoundError for a missing file and ValueError for
-        anything else that is not a valid cmlp model: not a regular file,
-        damaged, inconsistent, or over a limit. Limits, checked before
-        anything is allocated: at most 64 archive members (only the ones the
-        format defines are read) and `max_bytes` of array data (default
-        $CMLP_MAX_MODEL_BYTES, else 4 GiB). A file is never unpickled.
-        """
-        return persistence.read(cls, path, max_bytes)[0]
 
 
-load_history = persistence.load_history
+def load_history(path, max_bytes: int | None = None) -> History:
+    """The History stored in a checkpoint, or in a model saved with a history."""
+    return persistence.load_history(path, max_bytes, Network)

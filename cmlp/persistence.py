@@ -368,11 +368,11 @@ def _run_from_fields(net, fields):
     return kwargs, {"best": best, "position": position, "data": data}
 
 
-def load_history(path, max_bytes=None) -> History:
-    """The History stored in a checkpoint, or in a model saved with a history."""
-    from cmlp.network import Network
+def load_history(path, max_bytes, network_class) -> History:
+    """The History stored in a checkpoint, or in a model saved with a history
+    (cmlp.load_history; `network_class` reads the model around it)."""
     path = os.fspath(path)
-    _, fields = read(Network, path, max_bytes)
+    _, fields = read(network_class, path, max_bytes)
     key = "checkpoint_history" if "checkpoint_history" in fields else "history"
     if key not in fields:
         raise ValueError(f"{path!r} holds no training history (save it with "

@@ -41,6 +41,26 @@ def linear_backward(dz, a_prev, W):
     return dz @ W.T, a_prev.T @ dz, dz.sum(axis=0)
 
 
+def linear_backward_input(dz, W, c0=0, c1=None):
+    """Columns [c0, c1) of dz @ W^T."""
+    return dz @ W[c0:c1].T
+
+
+def linear_forward_columns(a_prev, W, b, c0, c1):
+    """Columns [c0, c1) of a_prev @ W + b."""
+    return a_prev @ W[:, c0:c1] + b[c0:c1]
+
+
+def weight_gradient_rows(out, dz, a_prev, alpha, beta):
+    """alpha * a_prev^T @ dz + beta * out (a_prev: the m rows of the columns taken)."""
+    return alpha * (a_prev.T @ dz) + beta * out
+
+
+def bias_gradient(out, dz, alpha, beta):
+    """beta * out + alpha * (dz summed over its rows)."""
+    return beta * out + alpha * dz.sum(axis=0)
+
+
 def linear_backward_sgd(dz, a_prev, W, b, lr):
     """linear_backward, then one SGD step on W and b (da_prev uses the old W)."""
     da_prev, dW, db = linear_backward(dz, a_prev, W)

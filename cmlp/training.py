@@ -22,6 +22,8 @@ Design
   loss above divergence_factor (default DIVERGENCE_FACTOR) x max(1, the
   loss the network had when the run began, on its first REFERENCE_ROWS rows). No sane run comes
   near: at lr=1e3 on MNIST the first epoch's loss is ~1e33.
+* `fit_network` is Network.fit's body: it validates fit's arguments (one
+  dict, by the names of fit's parameters) and builds the run.
 * `position` says how far the epoch in progress got (rows done, the loss and
   hit sums so far, the shuffling state that drew its order), so a
   checkpoint written on Ctrl-C resumes mid-epoch, bit-identically.
@@ -37,8 +39,12 @@ from cmlp._engine import is_finite
 from cmlp._layout import REGRESSION_OUTPUTS, split_seed
 from cmlp._ranks import fingerprint
 from cmlp._stepper import BatchStepper
+from cmlp._threads import resolve
+from cmlp._validation import check_number, positive_int
 from cmlp.callbacks import Callback, Checkpoint, EarlyStopping, EpochEnd, PrintEpochs, ProgressBar
 from cmlp.history import History
+from cmlp.optimizers import optimizer_for
+from cmlp.schedules import make_schedule
 
 # With a callback that reports progress within epochs, an epoch runs as
 # about this many C calls of whole batches (same batches, same result).
@@ -133,7 +139,7 @@ class TrainingRun:
 
     def __init__(self, network, data, *, validation, epochs, batch_size, optimizer, schedule,
                  shuffle, callbacks=(), gradient_hook=None, history=None, initial_epoch=0,
-                 config=None, divergence_factor=DIVERGENCE_FACTOR):
+                 config=None, divergence_factor=DIVERGENCE_FACTOR, threads=1):
         self.network, self.validation = network, validation
         self.epochs, self.optimizer, self.schedule = epochs, optimizer, schedule
         self.shuffle = shuffle
@@ -178,6 +184,7 @@ class TrainingRun:
         self.stepper.dropout_key = network._dropout_key
         self.stepper.batches_done = network._batches_done
         self.stepper.gradient_hook = gradient_hook
+        self.stepper.threads = self.threads = threads
         self.order = np.arange(self.n_rows, dtype=np.intp)
 
     def run(self) -> History:
@@ -262,7 +269,7 @@ class TrainingRun:
         X, labels, targets, weights = self.data
         head = min(self.n_rows, REFERENCE_ROWS)
         return self.network._evaluate(X[:head], labels[:head], targets[:head],
-                                      weights[:head])["loss"]
+                                      weights[:head], self.threads)["loss"]
 
     def _shuffle(self):
         """Draw this epoch's order from the network's shuffling stream."""
@@ -276,7 +283,7 @@ class TrainingRun:
 
     def _validation_record(self):
         """The validation metrics of the network as it is now."""
-        return self.network._evaluate(*self.validation)
+        return self.network._evaluate(*self.validation, threads=self.threads)
 
     def _epoch(self):
         """Train one epoch (or what is left of it) and return its record."""
@@ -357,3 +364,56 @@ class TrainingRun:
             position["loss_sum"] += stepper.loss_sum
             position["n_correct"] += stepper.n_correct
         return stepper.rows_done
+
+
+def fit_network(net, X, y, options, start_run=None) -> History:
+    """Network.fit with its keyword arguments in `options` (a dict of fit's
+    parameters by name: fit's signature is their one definition), after the
+    data-parallel preliminaries (cmlp.distributed.fit) if any.
+    start_run(network, data, validation, optimizer, run_arguments) makes the
+    run; default: a one-process TrainingRun."""
+    o = options
+    epochs = positive_int(o["epochs"], "epochs", minimum=0)
+    batch_size = positive_int(o["batch_size"], "batch_size")
+    initial_epoch = positive_int(o["initial_epoch"], "initial_epoch", minimum=0)
+    threads = resolve(o["threads"])
+    opt = optimizer_for(net.optimizer, o["optimizer"], o["lr"], o["momentum"],
+                        o["weight_decay"])
+    schedule = make_schedule(o["schedule"])
+    data, validation = prepare_data(net, X, y, o["sample_weight"], o["class_weight"],
+                                    o["validation_data"], o["validation_split"])
+    history = o["history"]
+    if history is not None and not isinstance(history, History):
+        raise TypeError("history must be a History (from load_checkpoint)")
+    shorthands = shorthand_callbacks(o["early_stopping"], o["patience"], o["min_delta"],
+                                     o["checkpoint"], o["checkpoint_metadata"],
+                                     o["progress"], o["verbose"], o["on_epoch_end"])
+    gradient_hook = o["gradient_hook"]
+    if gradient_hook is not None and not callable(gradient_hook):
+        raise TypeError("gradient_hook must be callable")
+    divergence_factor = o["divergence_factor"]
+    if divergence_factor is not None:
+        divergence_factor = check_number(divergence_factor, "divergence_factor", low=1)
+    config = {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(o["shuffle"]),
+              "schedule": schedule.config(), "validation_split": o["validation_split"],
+              "early_stopping": bool(o["early_stopping"]), "patience": o["patience"],
+              "min_delta": o["min_delta"]}
+    if not net._training.acquire(blocking=False):
+        raise RuntimeError("this network is already training (a fit or partial_fit is "
+                           "running on it, in another thread or a callback)")
+    try:
+        arguments = dict(validation=validation, epochs=epochs, batch_size=batch_size,
+                         optimizer=opt, schedule=schedule, shuffle=o["shuffle"],
+                         callbacks=[*shorthands, *o["callbacks"]], history=history,
+                         initial_epoch=initial_epoch, config=config,
+                         divergence_factor=divergence_factor, threads=threads)
+        if start_run is None:
+            run = TrainingRun(net, data, gradient_hook=gradient_hook, **arguments)
+        else:
+            run = start_run(net, data, validation, opt, arguments)
+        net.optimizer = opt
+        if data[2].size:             # float targets: remember their shape for predict
+            net._target_ndim = 1 if np.ndim(y) == 1 else 2
+        return run.run()
+    finally:
+        net._training.release()

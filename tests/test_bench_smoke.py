@@ -35,9 +35,12 @@ def test_bench_script_runs(tmp_path, script, kind, table):
     assert payload["bench"] == kind
     assert payload["machine"]["cpus"] >= 1 and "numpy" in payload["versions"]
     if kind == "train":
-        for name in ("cmlp float32", "cmlp float64", "NumPy reference", "GEMM floor"):
+        for name in ("cmlp float32", "cmlp float32, 1 thread", "cmlp float64", "NumPy reference",
+                     "GEMM floor", "GEMM floor, 1 thread"):
             assert set(payload["results"][name]) == {"1", "32", "128", "512"}
             assert all(cell["median_s"] > 0 for cell in payload["results"][name].values())
+        assert set(payload["threads"]) == {"32", "128", "512"}
+        assert all(1 / 3 < cell["two_core_ceiling"] < 3 for cell in payload["threads"].values())
     elif kind == "sklearn":
         sets = {"digits", "breast cancer", "wine", "diabetes"}
         assert set(payload["results"]) == (sets | {f"{s}, lbfgs" for s in sets}

@@ -442,10 +442,10 @@ def test_non_finite_input_is_reported_whatever_layer_one_makes_of_it(dtype, rows
 def test_forward_fast_path_takes_only_arrays_it_can_read_as_they_are(dtype):
     # forward_array reads X's memory directly; every other input must fall to
     # the converting path, and all of them give the same bits.
-    from cmlp import _engine
+    from cmlp import _entry
     net = Network([6, 5, 3], dtype=dtype, seed=0)
     X = np.random.default_rng(0).standard_normal((4, 6)).astype(dtype)
-    want = _engine.forward_array(net._parameters, net._layout, X)
+    want = _entry.forward_array(net._parameters, net._layout, X)
     assert want is not None and want.shape == (4, 3) and want.dtype == dtype
     np.testing.assert_array_equal(net.predict_proba(X), want)
     raw = np.zeros(X.nbytes + 1, dtype=np.uint8)
@@ -456,11 +456,11 @@ def test_forward_fast_path_takes_only_arrays_it_can_read_as_they_are(dtype):
             "misaligned": misaligned, "strided": np.repeat(X, 2, axis=0)[::2],
             "subclass": X.view(np.ma.MaskedArray), "list": X.tolist()}
     for name, variant in slow.items():
-        assert _engine.forward_array(net._parameters, net._layout, variant) is None, name
+        assert _entry.forward_array(net._parameters, net._layout, variant) is None, name
         got = net.predict_proba(variant)
         np.testing.assert_array_equal(got.reshape(-1, 3), want[:len(got.reshape(-1, 3))], err_msg=name)
-    assert _engine.forward_array(net._parameters, net._layout, X.astype(other)) is None
+    assert _entry.forward_array(net._parameters, net._layout, X.astype(other)) is None
     for bad in (X[:0], X[:, :5], X[0]):    # no rows, wrong width, 1-D: refused by the slow path
-        assert _engine.forward_array(net._parameters, net._layout, bad) is None
+        assert _entry.forward_array(net._parameters, net._layout, bad) is None
         with pytest.raises(ValueError):
             net.predict_proba(bad)

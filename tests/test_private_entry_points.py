@@ -1,5 +1,5 @@
 """Issue 10, item 9: the underscore wrappers of cmlp.checked_kernels and the
-engine's def entry points (cmlp._engine, cmlp._stepper, and bench/'s GEMM
+engine's def entry points (cmlp._engine, cmlp._entry, cmlp._stepper, and bench/'s GEMM
 floor) are private, but tests and benchmarks call them and they are reachable from
 Python: buffers that do not fit are a ValueError, never a segfault or a
 loop that cannot be interrupted."""
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cmlp.checked_kernels as ck
-from cmlp import Network, _engine
+from cmlp import Network, _engine, _entry
 from cmlp._sparse import CsrMatrix
 from cmlp._stepper import BatchStepper
 
@@ -52,35 +52,35 @@ def empty_step_with(optimizer=0, hook=True, per_sample=False):
 
 
 ENGINE_CALLS = {
-    "forward, short parameters": lambda: _engine.forward[float](P[:5], L, z(2, 4), z(2, 3)),
-    "forward, wrong input width": lambda: _engine.forward[float](P, L, z(2, 7), z(2, 3)),
-    "forward, short out": lambda: _engine.forward[float](P, L, z(200, 4), z(2, 3)),
-    "forward, no rows": lambda: _engine.forward[float](P, L, z(0, 4), z(0, 3)),
-    "forward, sparse X of the other dtype": lambda: _engine.forward[float](
+    "forward, short parameters": lambda: _entry.forward[float](P[:5], L, z(2, 4), z(2, 3)),
+    "forward, wrong input width": lambda: _entry.forward[float](P, L, z(2, 7), z(2, 3)),
+    "forward, short out": lambda: _entry.forward[float](P, L, z(200, 4), z(2, 3)),
+    "forward, no rows": lambda: _entry.forward[float](P, L, z(0, 4), z(0, 3)),
+    "forward, sparse X of the other dtype": lambda: _entry.forward[float](
         P, L, csr(dtype=np.float64), z(2, 3)),
-    "forward, sparse X of the wrong width": lambda: _engine.forward[float](
+    "forward, sparse X of the wrong width": lambda: _entry.forward[float](
         P, L, csr(cols=7), z(2, 3)),
-    "evaluate, sparse X with too few labels": lambda: _engine.evaluate(
+    "evaluate, sparse X with too few labels": lambda: _entry.evaluate(
         P, L, csr(5), np.array([0, 1], I), z(0, 3), z(0)),
-    "loss_and_gradients, sparse X, short workspace": lambda: _engine.loss_and_gradients(
+    "loss_and_gradients, sparse X, short workspace": lambda: _entry.loss_and_gradients(
         P, z(P.size), L, csr(500), np.zeros(500, I), z(0, 3), z(0), z(1, WORK)),
     "BatchStepper, sparse X, rows outside the data": lambda: BatchStepper(
         L, P.copy(), z(P.size), csr(10), np.zeros(10, I), z(0, 3), z(0), 4).run(
         np.array([0, 10], np.intp), 0.1),
-    "evaluate, label out of range": lambda: _engine.evaluate(
+    "evaluate, label out of range": lambda: _entry.evaluate(
         P, L, z(2, 4), np.array([0, 9], I), z(0, 3), z(0)),
-    "evaluate, too few labels": lambda: _engine.evaluate(
+    "evaluate, too few labels": lambda: _entry.evaluate(
         P, L, z(5, 4), np.array([0, 1], I), z(0, 3), z(0)),
-    "evaluate, wrong weights": lambda: _engine.evaluate(
+    "evaluate, wrong weights": lambda: _entry.evaluate(
         P, L, z(2, 4), np.zeros(2, I), z(0, 3), z(7)),
-    "loss_and_gradients, short workspace (used to hang)": lambda: _engine.loss_and_gradients(
+    "loss_and_gradients, short workspace (used to hang)": lambda: _entry.loss_and_gradients(
         P, z(P.size), L, z(500, 4), np.zeros(500, I), z(0, 3), z(0), z(1, WORK)),
-    "loss_and_gradients, short gradient buffer": lambda: _engine.loss_and_gradients(
+    "loss_and_gradients, short gradient buffer": lambda: _entry.loss_and_gradients(
         P, z(3), L, z(5, 4), np.zeros(5, I), z(0, 3), z(0), z(5, WORK)),
-    "forward_array, short parameters": lambda: _engine.forward_array(P[:5], L, z(2, 4)),
-    "forward_array, int32 parameters": lambda: _engine.forward_array(
+    "forward_array, short parameters": lambda: _entry.forward_array(P[:5], L, z(2, 4)),
+    "forward_array, int32 parameters": lambda: _entry.forward_array(
         P.astype(np.int32), L, z(2, 4).astype(np.int32)),
-    "forward_array, strided parameters": lambda: _engine.forward_array(
+    "forward_array, strided parameters": lambda: _entry.forward_array(
         np.repeat(P, 2)[::2], L, z(2, 4)),
     "NetLayout with offsets that lie": lambda: _engine.NetLayout(
         np.array([4, 8, 3], np.intp), np.array([0, 40], np.intp), np.array([32, 43], np.intp),
@@ -144,6 +144,19 @@ KERNEL_CALLS = {
         z(1, 3), z(4, 3), z(3), z(1, 3), z(1, 9), 0.1, z(1, 4)),
     "_linear_backward_sgd_next_forward, two rows": lambda: ck._linear_backward_sgd_next_forward(
         z(1, 3), z(4, 3), z(3), z(2, 3), z(2, 4), 0.1, z(1, 4)),
+    "_linear_forward_columns": lambda: ck._linear_forward_columns(z(5, 3), z(5, 4), z(4, 3),
+                                                                  z(3), 1, 4),
+    "_linear_forward_columns, empty range": lambda: ck._linear_forward_columns(
+        z(5, 3), z(5, 4), z(4, 3), z(3), 2, 2),
+    "_linear_backward_input": lambda: ck._linear_backward_input(z(5, 4), z(5, 3), z(4, 3), 2,
+                                                                5),
+    "_linear_backward_input, short da": lambda: ck._linear_backward_input(
+        z(2, 4), z(5, 3), z(4, 3), 0, 4),
+    "_weight_gradient_rows": lambda: ck._weight_gradient_rows(z(3, 3), z(5, 3), z(5, 4), 1.0,
+                                                              0.0, 2),
+    "_weight_gradient_rows, short a_prev": lambda: ck._weight_gradient_rows(
+        z(3, 3), z(5, 3), z(4, 4), 1.0, 0.0, 0),
+    "_bias_gradient": lambda: ck._bias_gradient(z(4), z(5, 3), 1.0, 0.0),
     "_activation_forward, unknown code": lambda: ck._activation_forward(99, z(3), z(3)),
     "_activation_forward, short output": lambda: ck._activation_forward(1, z(3), z(300)),
     "_activation_backward": lambda: ck._activation_backward(1, z(3), z(300), z(3)),
@@ -200,5 +213,5 @@ def test_fitting_buffers_still_work():
     ck._linear_forward(out, a, W, b)
     np.testing.assert_allclose(out, a @ W + b, rtol=1e-6)
     probabilities = z(5, 3)
-    _engine.forward[float](P, L, a, probabilities)
+    _entry.forward[float](P, L, a, probabilities)
     np.testing.assert_allclose(probabilities, NET.predict_proba(a))

@@ -124,13 +124,13 @@ def flat_gradients(dWs, dbs):
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
 def test_dropout_gradients_match_reference(dtype, activation):
     """One training-mode pass: the same masks, so the same gradients."""
-    from cmlp import _engine
+    from cmlp import _entry
     net, ref = pair(activation, "softmax", dtype, dropout=[0.5, 0.25])
     X, y = data("softmax", n=23)
     X_, labels, targets = net._check_Xy(X, y)
     weights = np.empty(0, dtype=net.dtype)
     for step in (0, 7):
-        loss, _ = _engine.loss_and_gradients(net.parameters, net._gradients, net._layout, X_,
+        loss, _ = _entry.loss_and_gradients(net.parameters, net._gradients, net._layout, X_,
                                              labels, targets, weights, net._workspace(23),
                                              True, net._dropout_key, step)
         ref.dropout_key = net._dropout_key
@@ -191,7 +191,7 @@ def test_weighted_gradients_are_repeated_rows(output):
 def test_dropout_gradients_match_finite_differences(activation):
     """With its masks fixed (one training step), the dropout loss is a smooth
     function of the parameters; its gradient must match central differences."""
-    from cmlp import _engine
+    from cmlp import _entry
     net = Network(SIZES, activation, "softmax", "float64", seed=12, dropout=[0.4, 0.2])
     X, y = data("softmax", n=12, seed=4)
     Xc, labels, targets = net._check_Xy(X, y)
@@ -199,7 +199,7 @@ def test_dropout_gradients_match_finite_differences(activation):
     work = net._workspace(12)
 
     def loss_and_grad():
-        loss, _ = _engine.loss_and_gradients(net.parameters, net._gradients, net._layout, Xc,
+        loss, _ = _entry.loss_and_gradients(net.parameters, net._gradients, net._layout, Xc,
                                              labels, targets, weights, work, True,
                                              net._dropout_key, 3)
         return loss / weights.sum(), net._gradients.copy()

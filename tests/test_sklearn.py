@@ -58,7 +58,7 @@ def test_parameters_and_errors():
     for ours, theirs in ((MLPClassifier(), SkClassifier()), (MLPRegressor(), SkRegressor())):
         params, sk = ours.get_params(), theirs.get_params()
         assert {k: v for k, v in params.items() if k in sk} == sk   # same names and defaults
-        assert set(params) - set(sk) == {"dtype", "dropout", "init"}
+        assert set(params) - set(sk) == {"dtype", "dropout", "init", "threads"}
     X, y = digits()
     with pytest.raises(ValueError, match="solver must be one of"):
         MLPClassifier(solver="newton").fit(X, y)

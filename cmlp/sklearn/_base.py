@@ -32,6 +32,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from cmlp._scale import scale_check_off
+from cmlp._threads import check_threads
 from cmlp._validation import check_number
 from cmlp.network import Network
 from cmlp.optimizers import SGD, Adam
@@ -70,7 +71,7 @@ class BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype=None, dropout=0.0, init="sklearn"):
+                 dtype=None, dropout=0.0, init="sklearn", threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -97,6 +98,7 @@ class BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.dropout = dropout
         self.init = init
+        self.threads = threads
 
     # ---------------------------------------------------------- checks ----
 
@@ -135,6 +137,10 @@ class BaseMLP(BaseEstimator):
                                               and self.batch_size >= 1)):
             raise ValueError(f"batch_size must be 'auto' or an integer >= 1, "
                              f"got {self.batch_size!r}")
+        try:
+            check_threads(self.threads)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
         return [int(s) for s in sizes]
 
     def _compute_dtype(self, X):
@@ -326,7 +332,7 @@ class BaseMLP(BaseEstimator):
                         optimizer=net.optimizer, schedule=schedule, shuffle=self.shuffle,
                         sample_weight=w_train, verbose=0, callbacks=[rule],
                         divergence_factor=None,  # scikit-learn stops on NaN only
-                        comm=comm)
+                        comm=comm, threads=self.threads)
         except TrainingDiverged as exc:
             if not self.early_stopping:
                 raise ValueError(NON_FINITE) from exc
@@ -376,7 +382,8 @@ class BaseMLP(BaseEstimator):
         if check_input:
             X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
                               accept_sparse=["csr", "csc"])
-        return self.network_.forward(_network_input(X, self.network_.dtype))
+        return self.network_.forward(_network_input(X, self.network_.dtype),
+                                     threads=self.threads)
 
     def _score_network(self, X, y, sample_weight):
         """The validation score of the network as it is (NaN if its outputs
@@ -407,7 +414,7 @@ class BaseMLP(BaseEstimator):
         from sklearn import neural_network
         kind = neural_network.MLPClassifier if is_classifier(self) else neural_network.MLPRegressor
         params = {k: v for k, v in self.get_params().items()
-                  if k not in ("dtype", "dropout", "init")}
+                  if k not in ("dtype", "dropout", "init", "threads")}
         other = kind(**params)
         other.coefs_ = [np.array(W, dtype=np.float64) for W in self.coefs_]
         other.intercepts_ = [np.array(b, dtype=np.float64) for b in self.intercepts_]

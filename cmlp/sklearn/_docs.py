@@ -70,7 +70,12 @@ dropout : float, default=0.0
 init : {'sklearn', 'he'}, default='sklearn'
     cmlp: 'sklearn' draws the initial parameters as scikit-learn does
     (Glorot uniform, biases too); 'he' is cmlp's own (He normal for the
-    ReLU family, Glorot otherwise, biases at zero)."""
+    ReLU family, Glorot otherwise, biases at zero).
+threads : int or None, default=None
+    cmlp: worker threads that split each batch's rows (sgd, adam) and the
+    rows of predict; None uses the cores this process may, capped by BLAS's
+    thread count (threadpoolctl, joblib's workers in GridSearchCV(n_jobs=k),
+    OMP_NUM_THREADS). Results depend on the count, not on scheduling."""
 
 ATTRIBUTES = """\
 loss_ : float

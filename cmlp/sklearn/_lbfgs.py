@@ -10,7 +10,7 @@ Design
   layer). scikit-learn packs all W and then all b; the method is
   invariant under a permutation of the coordinates, so both follow the same
   path up to the rounding of sums.
-* One call of the objective is one C pass (`_engine.loss_and_gradients`)
+* One call of the objective is one C pass (`_entry.loss_and_gradients`)
   over the validated arrays, into a gradient buffer allocated once; the L2
   term is one vectorised expression over a precomputed index of the
   weights. No per-layer packing in Python.
@@ -23,7 +23,7 @@ import numpy as np
 import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 
-from cmlp import _engine
+from cmlp import _entry
 from cmlp._layout import offsets
 from cmlp.training import total_weight
 
@@ -53,7 +53,7 @@ class LbfgsObjective:
         net, grads = self.net, self.grads
         net._parameters[:] = x
         X, labels, targets, weights = self.data
-        loss, _ = _engine.loss_and_gradients(net._parameters, grads, net._layout, X, labels,
+        loss, _ = _entry.loss_and_gradients(net._parameters, grads, net._layout, X, labels,
                                              targets, weights, self.work)
         self.calls += 1
         loss = loss / self.total * self.loss_scale

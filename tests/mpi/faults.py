@@ -109,12 +109,12 @@ if case == "validation-rank-1":
     if comm.rank == 1:
         evaluate, calls = net._evaluate, []
 
-        def failing_evaluate(*args):
+        def failing_evaluate(*args, **kwargs):
             calls.append(1)
             if len(calls) == 3:                 # the reference loss, epoch 1, epoch 2
                 fault()
                 raise RuntimeError("validation failed on rank 1")
-            return evaluate(*args)
+            return evaluate(*args, **kwargs)
         net._evaluate = failing_evaluate
 try:
     net.fit(X, y, comm=comm, epochs=epochs, batch_size=32,

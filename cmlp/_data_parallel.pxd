@@ -1,0 +1,77 @@
+# One training step split over worker threads (see _data_parallel.pyx).
+
+from cython cimport floating
+from libc.stdint cimport int32_t, uint64_t
+
+from cmlp._engine cimport Layout
+
+cdef enum:
+    MAX_SHARES = 64         # one a thread, CMLP_POOL_MAX_THREADS threads
+
+# A batch of m dense rows cut into `shares` consecutive shares. Pointers are
+# void* so that one struct serves float and double (`single`).
+cdef struct SplitStep:
+    const Layout* layout
+    bint single                     # float32 (else float64)
+    void* params                    # (n_params) INOUT at the step
+    void* grads                     # (n_params) OUT the batch's gradient (unless fused)
+    void* work                      # scratch (batch, work_per_row): regions for m rows
+    Py_ssize_t work_per_row
+    void* deltas                    # scratch (batch, act_width), laid out like work
+    # The data (all rows) and this batch's gathered copy of it.
+    const void* X                   # IN (n, d)
+    const int32_t* labels           # IN (n) for softmax, else NULL
+    const void* targets             # IN (n, k), else NULL
+    const void* weights             # IN (n), or NULL
+    void* batch_X                   # scratch (batch, d)
+    int32_t* batch_labels           # scratch (batch) or NULL
+    void* batch_targets             # scratch (batch, k) or NULL
+    void* batch_weights             # scratch (batch) or NULL
+    const Py_ssize_t* order         # IN (m): this batch's rows
+    Py_ssize_t d, k, m, shares
+    uint64_t dropout_key, batch_index
+    double weight_total             # the batch's weight (m when unweighted)
+    double gradient_scale
+    double loss[MAX_SHARES]         # OUT per share: weighted loss sums
+    Py_ssize_t hits[MAX_SHARES]     # OUT per share
+    # The optimizer step.
+    int kind
+    double lr, momentum, beta1, beta2, eps, weight_decay
+    long long t
+    void* state1                    # INOUT (n_params) or NULL
+    void* state2                    # INOUT (n_params) or NULL
+    bint fused_sgd                  # plain SGD applied to W, b by the gradient gemms
+    bint step_now                   # set by split_weight_gradients for its tasks
+    int threads                     # likewise
+    Py_ssize_t layer                # the layer of a column job
+
+# How many shares a batch of m rows is cut into for `threads` threads.
+cdef Py_ssize_t shares_for(int threads, Py_ssize_t m) noexcept nogil
+
+# Phase 1: the batch's rows gathered, forward, and the deltas of every
+# layer, on the threads: share by share (a share's rows through forward_pass
+# and backward_deltas, scaled to its part of the batch's weighted mean), or,
+# for a batch of few rows (the rule: _data_parallel.pyx), layer by layer,
+# each split by columns. Returns the batch's weighted loss sum; *hits its
+# hits.
+cdef double split_forward_backward(SplitStep* s, int threads,
+                                   Py_ssize_t* hits) noexcept nogil
+
+# Phase 2, over blocks of rows of each W (and its b) on the threads: the
+# gradient over every share (added in share order) into grads, then, with
+# step, the optimizer step on the block; with step and fused_sgd, the SGD
+# step straight into W and b instead (no gradient written).
+cdef void split_weight_gradients(SplitStep* s, int threads, bint step) noexcept nogil
+
+# The optimizer step alone on slices of the parameters (after a gradient
+# hook has seen grads).
+cdef void split_optimizer_step(SplitStep* s, int threads) noexcept nogil
+
+# The optimizer step on parameters [p0, p1) (weight decay on the weights in
+# that range only): every optimizer is elementwise, so slices give the bits
+# of one pass over all n_params.
+cdef void optimizer_step_range(floating* params, floating* grads, floating* state1,
+                               floating* state2, const Layout* layout, int kind,
+                               floating lr, floating momentum, floating beta1,
+                               floating beta2, floating eps, floating weight_decay,
+                               long long step, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil

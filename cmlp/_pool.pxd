@@ -1,0 +1,13 @@
+# cmlp's worker threads (see _pool.pyx and _pool.h).
+
+# A task: fn(ctx, task, worker). It must compute the same thing whichever
+# worker (0 = the caller, 1.. = helpers) runs it; worker picks scratch only.
+ctypedef void (*task_fn)(void* ctx, Py_ssize_t task, int worker) noexcept nogil
+
+# Run fn for every task in [0, n_tasks) on up to `threads` threads, the
+# caller included; returns when all have finished.
+cdef void pool_run(task_fn fn, void* ctx, Py_ssize_t n_tasks, int threads) noexcept nogil
+
+# How many threads a pass of `rows` rows through a network of `n_params`
+# parameters uses when `threads` are allowed (the rule: _pool.pyx).
+cdef int threads_for(int threads, Py_ssize_t rows, Py_ssize_t n_params) noexcept nogil

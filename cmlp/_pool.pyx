@@ -1,0 +1,85 @@
+"""cmlp's worker threads: data-parallel passes inside one process.
+
+Design
+------
+* One pool per process (cmlp/_pool.h): helper threads created on first use,
+  a job's tasks claimed from a shared counter by whichever thread is free,
+  futex sleeps when idle, reset in a forked child. No OpenMP.
+* Results depend on the split, never on the schedule: a task's output is
+  a function of its index, and the callers combine task outputs in index
+  order (cmlp._stepper sums per-task gradient buffers in a fixed order).
+* While threads run cmlp's passes, scipy's OpenBLAS runs one thread per call
+  (cmlp._blas.serial_blas_enter): two levels of threads on the same cores
+  would only wait for each other.
+* The thread-count rule, `threads_for`: a pass is split only when every
+  thread gets at least MIN_ROWS rows and MIN_WORK multiply-adds (rows x
+  parameters). Measured on this project's 2-core reference machine
+  (bench/bench_train.py, bench/bench_predict.py): waking a helper and
+  joining it costs a few microseconds, so below ~2^17 multiply-adds a
+  thread (tens of microseconds of gemm) the split does not pay; a gemm of
+  fewer than 4 rows runs far below its peak.
+"""
+
+cdef extern from "_pool.h" nogil:
+    ctypedef void (*cmlp_task_fn)(void* ctx, Py_ssize_t task, int worker) noexcept nogil
+    void cmlp_pool_run(cmlp_task_fn fn, void* ctx, Py_ssize_t n_tasks, int threads)
+    int cmlp_pool_helpers()
+    void cmlp_pool_stats(long* shared, long* solo)
+    int CMLP_POOL_MAX_THREADS
+
+cdef enum:
+    MIN_ROWS = 4
+    MIN_WORK = 1 << 17
+
+MAX_THREADS = CMLP_POOL_MAX_THREADS
+
+
+cdef void pool_run(task_fn fn, void* ctx, Py_ssize_t n_tasks, int threads) noexcept nogil:
+    cmlp_pool_run(<cmlp_task_fn> fn, ctx, n_tasks, threads)
+
+
+cdef int threads_for(int threads, Py_ssize_t rows, Py_ssize_t n_params) noexcept nogil:
+    cdef Py_ssize_t by_rows = rows // MIN_ROWS
+    cdef Py_ssize_t by_work = rows * n_params // MIN_WORK
+    cdef Py_ssize_t t = threads
+    t = min(t, by_rows, by_work, CMLP_POOL_MAX_THREADS)
+    return <int> max(t, 1)
+
+
+def effective_threads(int threads, Py_ssize_t rows, Py_ssize_t n_params):
+    """The threads a pass of `rows` rows of an `n_params`-parameter network
+    uses when `threads` are allowed (the rule in this module's docstring)."""
+    return threads_for(threads, rows, n_params)
+
+
+def stats():
+    """(jobs run on several threads, jobs run on the caller alone because
+    helpers straggled) in this process so far: how busy the machine was."""
+    cdef long shared, solo
+    cmlp_pool_stats(&shared, &solo)
+    return shared, solo
+
+
+def helper_threads():
+    """Helper threads the pool has created in this process (for tests)."""
+    return cmlp_pool_helpers()
+
+
+cdef struct _SquareJob:
+    double* values
+    Py_ssize_t n
+
+
+cdef void _square_task(void* ctx, Py_ssize_t task, int worker) noexcept nogil:
+    cdef _SquareJob* job = <_SquareJob*> ctx
+    job.values[task] = job.values[task] * job.values[task]
+
+
+def _square_in_pool(double[::1] values, int threads):
+    """values[i] **= 2, one task per value, on `threads` threads (a test of
+    the pool alone)."""
+    cdef _SquareJob job
+    job.values = &values[0] if values.shape[0] else NULL
+    job.n = values.shape[0]
+    with nogil:
+        pool_run(_square_task, &job, job.n, threads)

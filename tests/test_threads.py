@@ -1,0 +1,394 @@
+"""Data-parallel threads inside one process (issue 21): a batch split over T
+worker threads equals the one-thread batch to rounding, is bitwise
+reproducible for a given T, and keeps every guarantee of the one-thread loop
+(Ctrl-C, resume, the gradient hook, dropout, divergence rollback, fork).
+
+The networks here are big enough for the split to pay (cmlp._pool.threads_for);
+each test that relies on the split checks that jobs ran on several threads
+(cmlp._pool.stats)."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from cmlp import Network, TrainingDiverged, _data_parallel, _pool, checked_kernels, reference
+from cmlp._threads import default_threads
+
+from helpers import ENV, TESTS_DIR
+
+SIZES = [64, 256, 128, 10]          # 50,826 parameters: 32 rows split over 2 threads
+
+
+def data(n=512, d=64, k=10, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, d))
+    y = rng.integers(0, k, n)
+    return (centers[y] + rng.standard_normal((n, d))).astype(dtype), y
+
+
+def trained(threads, dtype="float64", epochs=2, batch_size=64, seed=0, sizes=SIZES, X=None,
+            y=None, **kwargs):
+    if X is None:
+        X, y = data(dtype=dtype)
+    net = Network(sizes, dtype=dtype, seed=seed, **{k: kwargs.pop(k) for k in ("dropout",)
+                                                     if k in kwargs})
+    history = net.fit(X, y, epochs=epochs, batch_size=batch_size, verbose=0, threads=threads,
+                      **kwargs)
+    return net, history
+
+
+def relative(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def shared_jobs():
+    return _pool.stats()[0]
+
+
+# ------------------------------------------------------------- the rule ----
+
+def test_threads_for_splits_only_what_pays():
+    # Rows x parameters per thread and rows per thread both bound it.
+    assert _pool.effective_threads(2, 1, 10**6) == 1           # one row: the fused path
+    assert _pool.effective_threads(2, 7, 10**6) == 1           # fewer than 4 rows a thread
+    assert _pool.effective_threads(2, 32, 1000) == 1            # a tiny network
+    assert _pool.effective_threads(2, 32, sum([64 * 256, 256, 256 * 128, 128, 1280, 10])) == 2
+    assert _pool.effective_threads(8, 64, 10**6) == 8
+    assert _pool.effective_threads(1, 10**4, 10**6) == 1
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_the_pool_runs_every_task_once(threads):
+    values = np.arange(1000.0)
+    _pool._square_in_pool(values, threads)
+    np.testing.assert_array_equal(values, np.arange(1000.0) ** 2)
+    assert _pool.helper_threads() >= threads - 1
+
+
+# ------------------------------------------------ equal to one thread ----
+
+def test_the_split_rule_goes_by_rows_for_big_batches_only():
+    assert _data_parallel.splits_by_rows(2, 256, 256)
+    assert not _data_parallel.splits_by_rows(2, 128, 256)      # fewer rows than units
+    assert not _data_parallel.splits_by_rows(2, 100, 64)       # fewer than 64 rows a thread
+    assert _data_parallel.splits_by_rows(2, 128, 64)
+    # The batches the tests below use: 256 rows go by rows, 64 by columns.
+    assert _data_parallel.splits_by_rows(2, 256, max(SIZES[1:-1]))
+    assert _data_parallel.splits_by_rows(3, 256, max(SIZES[1:-1]))
+    assert not _data_parallel.splits_by_rows(2, 64, max(SIZES[1:-1]))
+
+
+@pytest.mark.parametrize("batch_size", [64, 256], ids=["by-columns", "by-rows"])
+@pytest.mark.parametrize("dtype,tolerance", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("kwargs", [
+    {},                                                         # plain SGD: fused in phase 2
+    {"optimizer": "adam", "lr": 1e-3},
+    {"optimizer": "nesterov", "weight_decay": 1e-3},
+    {"sample_weight": np.linspace(0.1, 3.0, 512)},
+    {"dropout": 0.3},
+], ids=["sgd", "adam", "nesterov-decay", "weighted", "dropout"])
+def test_a_threaded_run_equals_the_one_thread_run(dtype, tolerance, kwargs, batch_size):
+    before = shared_jobs()
+    one, h1 = trained(1, dtype, batch_size=batch_size, **kwargs)
+    assert shared_jobs() == before                              # threads=1: no pool job
+    for threads in (2, 3):
+        many, h2 = trained(threads, dtype, batch_size=batch_size, **kwargs)
+        assert relative(many.parameters, one.parameters) < tolerance, threads
+        np.testing.assert_allclose(h2.loss, h1.loss, rtol=tolerance)
+    assert shared_jobs() > before
+
+
+def test_the_gelu_and_regression_paths_equal_one_thread():
+    X, y = data()
+    targets = np.random.default_rng(1).standard_normal((512, 3))
+    for sizes, act, output, Y in (([64, 256, 128, 10], "gelu", "softmax", y),
+                                  ([64, 256, 128, 3], "tanh", "identity", targets),
+                                  ([64, 256, 128, 3], "sigmoid", "sigmoid", targets > 0),
+                                  ([64, 256, 128, 3], "relu", "exp", np.abs(targets))):
+        nets = []
+        for threads in (1, 2):
+            net = Network(sizes, act, output, "float64", seed=0, dropout=0.1)
+            net.fit(X, Y.astype(np.float64) if output != "softmax" else Y, epochs=2,
+                    batch_size=64, lr=0.01, verbose=0, threads=threads)
+            nets.append(net)
+        assert relative(nets[1].parameters, nets[0].parameters) < 1e-12, output
+
+
+@pytest.mark.parametrize("batch_size", [64, 256], ids=["by-columns", "by-rows"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_fixed_thread_count_gives_the_same_bits(dtype, batch_size):
+    for threads in (2, 3):
+        runs = [trained(threads, dtype, dropout=0.2, optimizer="adam", batch_size=batch_size)[0]
+                for _ in range(3)]
+        for other in runs[1:]:
+            np.testing.assert_array_equal(other.parameters, runs[0].parameters)
+
+
+def test_sparse_input_trains_on_one_thread_whatever_threads_says():
+    X, y = data(dtype=np.float32)
+    X[X < 0.5] = 0
+    csr = scipy.sparse.csr_matrix(X)
+    one, _ = trained(1, "float32", X=csr, y=y)
+    before = shared_jobs()
+    two, _ = trained(2, "float32", X=csr, y=y)
+    np.testing.assert_array_equal(two.parameters, one.parameters)
+    assert shared_jobs() == before
+
+
+def test_partial_fit_and_the_batch_1_path_take_threads():
+    X, y = data()
+    one, two = Network(SIZES, dtype="float64", seed=0), Network(SIZES, dtype="float64", seed=0)
+    for piece in range(2):
+        rows = slice(256 * piece, 256 * (piece + 1))
+        one.partial_fit(X[rows], y[rows], threads=1)
+        two.partial_fit(X[rows], y[rows], threads=2)
+    assert relative(two.parameters, one.parameters) < 1e-12
+    # Batch 1 is never split (fused SGD with the next row's first layer).
+    a, _ = trained(1, batch_size=1, epochs=1, lr=0.001)
+    b, _ = trained(2, batch_size=1, epochs=1, lr=0.001)
+    np.testing.assert_array_equal(a.parameters, b.parameters)
+
+
+# ------------------------------------------- the gradient the split makes ----
+
+@pytest.mark.parametrize("batch_size", [64, 256], ids=["by-columns", "by-rows"])
+def test_the_hook_sees_the_whole_batch_gradient_once_a_step(batch_size):
+    X, y = data()
+    seen = {1: [], 2: []}
+    for threads in (1, 2):
+        net = Network(SIZES, dtype="float64", seed=0)
+        net.fit(X, y, epochs=1, batch_size=batch_size, shuffle=False, verbose=0,
+                threads=threads, gradient_hook=lambda g, w, t=threads: seen[t].append((w, g.copy())))
+    assert [w for w, _ in seen[2]] == [float(batch_size)] * (512 // batch_size)
+    for (_, g1), (_, g2) in zip(seen[1], seen[2]):
+        np.testing.assert_allclose(g2, g1, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("n", [64, 256], ids=["by-columns", "by-rows"])
+def test_the_split_gradient_matches_finite_differences(n):
+    """The first step's gradient, as the split computes it (captured by the
+    hook), against central differences of the batch's mean loss."""
+    X, y = data(n=n)
+    sizes = [64, 256, 128, 10]
+    net = Network(sizes, dtype="float64", seed=3)
+    start = net.parameters.copy()
+    captured = []
+    before = shared_jobs()
+    net.fit(X, y, epochs=1, batch_size=n, shuffle=False, verbose=0, threads=2,
+            gradient_hook=lambda g, w: captured.append(g.copy()))
+    assert shared_jobs() > before
+    probe = Network(sizes, dtype="float64", seed=3)
+    rng = np.random.default_rng(0)
+    for index in rng.choice(start.size, 25, replace=False):
+        h = 1e-6
+        values = start.copy()
+        values[index] += h
+        probe.set_parameters(values)
+        up = probe.evaluate(X, y)["loss"]
+        values[index] -= 2 * h
+        probe.set_parameters(values)
+        down = probe.evaluate(X, y)["loss"]
+        numeric = (up - down) / (2 * h)
+        assert captured[0][index] == pytest.approx(numeric, rel=1e-5, abs=1e-8), index
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_split_kernels_equal_their_numpy_twins(dtype):
+    rng = np.random.default_rng(0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    m, n_in, n_out = 37, 50, 23
+    dz = rng.standard_normal((m, n_out)).astype(dtype)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    a = rng.standard_normal((m, n_in)).astype(dtype)
+    np.testing.assert_allclose(checked_kernels.linear_backward_input(dz, W),
+                               reference.linear_backward_input(dz, W), rtol=tol, atol=tol)
+    out = rng.standard_normal((20, n_out)).astype(dtype)
+    for alpha, beta in ((1.0, 0.0), (-0.1, 1.0), (2.0, 0.5)):
+        got = checked_kernels.weight_gradient_rows(out, dz, a, alpha, beta, first=13)
+        want = reference.weight_gradient_rows(out, dz, a[:, 13:33], alpha, beta)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        b = rng.standard_normal(n_out).astype(dtype)
+        np.testing.assert_allclose(checked_kernels.bias_gradient(b, dz, alpha, beta),
+                                   reference.bias_gradient(b, dz, alpha, beta), rtol=tol,
+                                   atol=tol)
+    with pytest.raises(ValueError, match="do not fit"):
+        checked_kernels.weight_gradient_rows(out, dz, a, 1.0, 0.0, first=40)
+
+
+# ----------------------------------------- what the one-thread loop keeps ----
+
+@pytest.mark.parametrize("batch_size", [64, 128], ids=["by-columns", "by-rows"])
+def test_ctrl_c_resumes_bit_identically_under_two_threads(tmp_path, batch_size):
+    X, y = data(n=1024)
+    kwargs = dict(epochs=3, batch_size=batch_size, optimizer="adam", dropout=0.2, threads=2,
+                  X=X, y=y, sizes=[64, 128, 64, 10])
+    assert _data_parallel.splits_by_rows(2, batch_size, 128) == (batch_size == 128)
+    whole, history = trained(**kwargs)
+    calls = []
+    per_epoch = 1024 // batch_size
+
+    def interrupt(gradients, weight):
+        calls.append(weight)
+        if len(calls) == per_epoch + 3:               # in epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+    first = Network([64, 128, 64, 10], dtype="float64", seed=0, dropout=0.2)
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(X, y, epochs=3, batch_size=batch_size, optimizer="adam", verbose=0,
+                  threads=2, checkpoint=path, gradient_hook=interrupt)
+    assert first._batches_done == first.optimizer.step == per_epoch + 2
+    # The hooked run (gradient first, then the step) gives the bits of the
+    # run without a hook (the step fused into phase 2).
+    resumed, rest = Network.resume(path, X, y, threads=2, verbose=0)
+    np.testing.assert_array_equal(resumed.parameters, whole.parameters)
+    # The interrupted epoch's loss is summed in two parts: equal to rounding.
+    np.testing.assert_allclose(rest.loss, history.loss, rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::cmlp.InputScaleWarning")
+def test_divergence_rolls_back_under_two_threads():
+    X, y = data()
+    net = Network(SIZES, dtype="float64", seed=0)
+    net.fit(X, y, epochs=1, batch_size=64, verbose=0, threads=2)
+    before = net.parameters.copy()
+    with pytest.raises(TrainingDiverged):
+        net.fit(X * 1e6, y, epochs=1, batch_size=64, lr=1e3, verbose=0, threads=2)
+    np.testing.assert_array_equal(net.parameters, before)
+
+
+def test_predict_and_evaluate_split_their_rows():
+    X, y = data(n=5000, dtype=np.float32)
+    net, _ = trained(1, "float32", epochs=1, X=X, y=y)
+    before = shared_jobs()
+    P1 = net.predict_proba(X, threads=1)
+    P2 = net.predict_proba(X, threads=2)
+    assert shared_jobs() > before
+    np.testing.assert_allclose(P2, P1, rtol=1e-5, atol=1e-7)
+    # evaluate's tasks are fixed at 1024 rows: the same sums for any count.
+    assert net.evaluate(X, y, threads=1) == net.evaluate(X, y, threads=2)
+    X[4321, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        net.predict_proba(X, threads=2)
+
+
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (-1, ValueError), (65, ValueError),
+                                       (1.5, TypeError), (True, TypeError), ("2", TypeError)])
+def test_bad_thread_counts_are_refused(bad, error):
+    X, y = data(n=64)
+    net = Network(SIZES)
+    with pytest.raises(error, match="threads"):
+        net.fit(X, y, epochs=1, verbose=0, threads=bad)
+    with pytest.raises(error, match="threads"):
+        net.predict(X, threads=bad)
+    with pytest.raises(error, match="threads"):
+        net.evaluate(X, y, threads=bad)
+
+
+# ----------------------------------------------- who decides the default ----
+
+def test_the_default_follows_threadpoolctl_and_the_cores():
+    from threadpoolctl import threadpool_limits
+    cores = len(os.sched_getaffinity(0))
+    assert default_threads() <= cores
+    with threadpool_limits(1):
+        assert default_threads() == 1
+    assert default_threads() == min(cores, _blas_threads())
+
+
+def _blas_threads():
+    from cmlp import _blas
+    return _blas.blas_threads()
+
+
+@pytest.mark.parametrize("setting", ["OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1",
+                                     "affinity"])
+def test_the_default_follows_the_environment_and_the_affinity(setting):
+    code = textwrap.dedent("""
+        import os, sys
+        if sys.argv[1] == "affinity":
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        from cmlp._threads import default_threads
+        print(default_threads())
+    """)
+    env = dict(ENV)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.pop(name, None)
+    if "=" in setting:
+        name, value = setting.split("=")
+        env[name] = value
+    out = subprocess.run([sys.executable, "-c", code, setting], env=env, cwd=TESTS_DIR,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+
+
+def test_blas_runs_one_thread_inside_a_threaded_run_and_is_restored():
+    from cmlp import _blas
+    before = _blas.blas_threads()
+    seen = []
+    X, y = data()
+    net = Network(SIZES, dtype="float64", seed=0)
+    # The hook runs inside the run: cmlp.blas_threads() tells the count to
+    # restore, OpenBLAS itself is held at one thread.
+    net.fit(X, y, epochs=1, batch_size=128, verbose=0, threads=2,
+            gradient_hook=lambda g, w: seen.append(_blas.blas_threads()))
+    assert set(seen) == {before}
+    assert _blas.blas_threads() == before
+
+
+def test_a_pre_forking_parent_does_not_hang():
+    """predict on the pool's threads, then fork: each child predicts on
+    threads of its own (the pool is rebuilt there) and gets the same bits."""
+    code = textwrap.dedent("""
+        import os, sys
+        import numpy as np
+        from cmlp import Network
+        net = Network([784, 256, 10], seed=0)
+        X = np.random.default_rng(0).random((4096, 784), dtype=np.float32)
+        want = net.predict_proba(X, threads=2)
+        net.fit(X[:512], np.zeros(512, int), epochs=1, verbose=0, threads=2)
+        want = net.predict_proba(X, threads=2)
+        children = []
+        for _ in range(4):
+            pid = os.fork()
+            if pid == 0:
+                ok = all(np.array_equal(net.predict_proba(X, threads=2), want)
+                         for _ in range(3))
+                os._exit(0 if ok else 3)
+            children.append(pid)
+        codes = [os.waitpid(pid, 0)[1] for pid in children]
+        print("children", codes)
+        sys.exit(0 if codes == [0] * 4 else 1)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=TESTS_DIR,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ------------------------------------------------------------ cmlp.sklearn ----
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_the_estimators_take_threads():
+    from cmlp.sklearn import MLPClassifier, MLPRegressor
+    X, y = data(n=400)
+    kwargs = dict(hidden_layer_sizes=(256, 128), max_iter=5, batch_size=64, random_state=0)
+    one = MLPClassifier(threads=1, **kwargs).fit(X, y)
+    before = shared_jobs()
+    two = MLPClassifier(threads=2, **kwargs).fit(X, y)
+    assert shared_jobs() > before
+    assert two.get_params()["threads"] == 2
+    np.testing.assert_allclose(two.loss_curve_, one.loss_curve_, rtol=1e-12)
+    np.testing.assert_allclose(two.predict_proba(X), one.predict_proba(X), rtol=1e-10,
+                               atol=1e-12)
+    assert "threads" not in two.to_sklearn().get_params()
+    target = X[:, :2] @ np.ones((2, 2))
+    MLPRegressor(threads=2, **kwargs).fit(X, target)
+    with pytest.raises(ValueError, match="threads"):
+        MLPClassifier(threads=0).fit(X, y)
+    with pytest.raises(ValueError, match="threads"):
+        MLPRegressor(threads="all").fit(X, target)
