@@ -11,9 +11,15 @@
  * task index alone (its rows, its output buffer), never on the worker that
  * runs it: then results depend on how the work is split, never on the
  * schedule. `worker` only picks per-thread scratch.
- * - The claim counter holds the job's generation in its high 32 bits: a
- *   helper still holding an older job's view can never claim a newer job's
- *   task (its compare-and-swap fails), so no job's fields are read stale.
+ * - The claim word describes its job whole: generation (24 bits), threads
+ *   (8), task count (16) and next task (16), claimed by compare-and-swap.
+ *   A helper claims a task only while the word still carries the generation
+ *   whose fn/ctx it read, and bounds it by the count in the same word: it
+ *   can never pair one job's count with another's tasks, nor run a task of
+ *   a job that is over (whose fields the caller may be rewriting). (A first
+ *   version kept the count in a field of its own: a helper that read the
+ *   next job's larger count beside the old word ran a task too many, and
+ *   the caller waited forever, seen once in a benchmark.)
  * - Waiting spins briefly (the next step's job usually comes within
  *   microseconds), yielding the core between polls, then sleeps on a futex:
  *   idle helpers cost nothing, and a caller whose helper was descheduled
@@ -74,9 +80,7 @@ typedef struct {
     /* The current job, written by its caller before `generation` moves. */
     cmlp_task_fn fn;
     void *ctx;
-    uint32_t n_tasks;
-    int threads;
-    /* (generation << 32) | next task index: claimed by compare-and-swap. */
+    /* generation (24 bits) | threads (8) | n_tasks (16) | next task (16). */
     uint64_t claim;
     int remaining;          /* futex word: tasks not finished yet */
     int caller_sleeping;
@@ -115,13 +119,20 @@ static inline void cmlp_cpu_relax(void) {
 #endif
 }
 
-/* Claim and run tasks of generation `gen` until none is left. */
-static void cmlp_pool_work(uint32_t gen, cmlp_task_fn fn, void *ctx, uint32_t n_tasks,
-                           int worker) {
+#define CMLP_CLAIM_GEN(c) ((uint32_t)((c) >> 40))
+#define CMLP_CLAIM_THREADS(c) ((int)(((c) >> 32) & 0xFF))
+#define CMLP_CLAIM_TASKS(c) ((uint32_t)(((c) >> 16) & 0xFFFF))
+#define CMLP_CLAIM_NEXT(c) ((uint32_t)((c) & 0xFFFF))
+#define CMLP_GEN_MASK 0xFFFFFFu
+#define CMLP_MAX_TASKS 0xFFFF
+
+/* Claim and run tasks of generation `gen` (24 bits) until none is left. */
+static void cmlp_pool_work(uint32_t gen, cmlp_task_fn fn, void *ctx, int worker) {
     for (;;) {
         uint64_t c = __atomic_load_n(&cmlp_pool.claim, __ATOMIC_ACQUIRE);
-        uint32_t index = (uint32_t)c;
-        if ((uint32_t)(c >> 32) != gen || index >= n_tasks)
+        uint32_t index = CMLP_CLAIM_NEXT(c);
+        if (CMLP_CLAIM_GEN(c) != gen || worker >= CMLP_CLAIM_THREADS(c)
+                || index >= CMLP_CLAIM_TASKS(c))
             return;
         if (!__atomic_compare_exchange_n(&cmlp_pool.claim, &c, c + 1, 0,
                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
@@ -162,10 +173,9 @@ static void *cmlp_pool_helper(void *arg) {
         /* The job's fields were written before `generation` moved; if they
            are overwritten by a later job meanwhile, the claim's generation
            no longer matches and nothing is run with them. */
-        if (worker < __atomic_load_n(&cmlp_pool.threads, __ATOMIC_RELAXED))
-            cmlp_pool_work((uint32_t)gen, __atomic_load_n(&cmlp_pool.fn, __ATOMIC_RELAXED),
-                           __atomic_load_n(&cmlp_pool.ctx, __ATOMIC_RELAXED),
-                           __atomic_load_n(&cmlp_pool.n_tasks, __ATOMIC_RELAXED), worker);
+        cmlp_pool_work((uint32_t)gen & CMLP_GEN_MASK,
+                       __atomic_load_n(&cmlp_pool.fn, __ATOMIC_RELAXED),
+                       __atomic_load_n(&cmlp_pool.ctx, __ATOMIC_RELAXED), worker);
     }
     return NULL;
 }
@@ -226,7 +236,7 @@ static void cmlp_pool_run(cmlp_task_fn fn, void *ctx, Py_ssize_t n_tasks, int th
         threads = (int)n_tasks;
     if (threads > 1)
         threads = cmlp_pool_grow(threads);
-    if (threads <= 1 || n_tasks > (Py_ssize_t)UINT32_MAX
+    if (threads <= 1 || n_tasks > CMLP_MAX_TASKS
             || !__atomic_compare_exchange_n(&cmlp_pool.busy, &expected, 1, 0,
                                             __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
         for (t = 0; t < n_tasks; t++)
@@ -246,15 +256,14 @@ static void cmlp_pool_run(cmlp_task_fn fn, void *ctx, Py_ssize_t n_tasks, int th
     gen = (uint32_t)__atomic_load_n(&cmlp_pool.generation, __ATOMIC_RELAXED) + 1;
     __atomic_store_n(&cmlp_pool.fn, fn, __ATOMIC_RELAXED);
     __atomic_store_n(&cmlp_pool.ctx, ctx, __ATOMIC_RELAXED);
-    __atomic_store_n(&cmlp_pool.n_tasks, (uint32_t)n_tasks, __ATOMIC_RELAXED);
-    __atomic_store_n(&cmlp_pool.threads, threads, __ATOMIC_RELAXED);
     __atomic_store_n(&cmlp_pool.remaining, (int)n_tasks, __ATOMIC_SEQ_CST);
     __atomic_store_n(&cmlp_pool.caller_sleeping, 0, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&cmlp_pool.claim, (uint64_t)gen << 32, __ATOMIC_RELEASE);
+    __atomic_store_n(&cmlp_pool.claim, ((uint64_t)(gen & CMLP_GEN_MASK) << 40)
+                     | ((uint64_t)threads << 32) | ((uint64_t)n_tasks << 16), __ATOMIC_RELEASE);
     __atomic_store_n(&cmlp_pool.generation, (int)gen, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&cmlp_pool.sleepers, __ATOMIC_SEQ_CST) > 0)
         cmlp_futex(&cmlp_pool.generation, FUTEX_WAKE_PRIVATE, threads - 1);
-    cmlp_pool_work(gen, fn, ctx, (uint32_t)n_tasks, 0);
+    cmlp_pool_work(gen & CMLP_GEN_MASK, fn, ctx, 0);
     /* Every task is claimed; wait for the ones other threads still run. */
     own_done = cmlp_now_ns();
     deadline = own_done + CMLP_POOL_WAIT_SPIN_NS;

@@ -75,6 +75,39 @@ cdef void _square_task(void* ctx, Py_ssize_t task, int worker) noexcept nogil:
     job.values[task] = job.values[task] * job.values[task]
 
 
+cdef struct _CountJob:
+    int* counts
+
+
+cdef void _count_task(void* ctx, Py_ssize_t task, int worker) noexcept nogil:
+    cdef _CountJob* job = <_CountJob*> ctx
+    job.counts[task] += 1
+
+
+def _stress(Py_ssize_t jobs, int max_threads):
+    """Run `jobs` jobs back to back without the GIL, each of a different
+    size (1 to 40 tasks) and thread count (2 to max_threads); returns the
+    number of jobs in which some task did not run exactly once (0)."""
+    cdef int counts[40]
+    cdef _CountJob job
+    cdef Py_ssize_t j, t, n
+    cdef int threads
+    cdef long bad = 0
+    job.counts = counts
+    with nogil:
+        for j in range(jobs):
+            n = 1 + (j * 7919) % 40
+            threads = 2 + <int> ((j * 104729) % (max_threads - 1))
+            for t in range(n):
+                counts[t] = 0
+            pool_run(_count_task, &job, n, threads)
+            for t in range(n):
+                if counts[t] != 1:
+                    bad += 1
+                    break
+    return bad
+
+
 def _square_in_pool(double[::1] values, int threads):
     """values[i] **= 2, one task per value, on `threads` threads (a test of
     the pool alone)."""

@@ -138,6 +138,9 @@ def build_parser():
                        help="write a PNG of the loss/accuracy/lr curves (needs matplotlib)")
     train.add_argument("--progress", action="store_true",
                        help="show a progress bar within each epoch (needs tqdm)")
+    train.add_argument("--threads", type=_positive(int), default=None, metavar="N",
+                       help="worker threads that split each batch (default: the cores this "
+                            "process may use, within OPENBLAS_NUM_THREADS/OMP_NUM_THREADS)")
     train.add_argument("--mpi", action="store_true",
                        help="train data-parallel over the ranks of an MPI job: run as "
                             "'mpiexec -n N cmlp train --mpi ...'; every rank loads the data, "
@@ -274,7 +277,7 @@ def train(args, explicit=()):
         load_plotting()          # fail now, not after the training
     try:
         history = net.fit(scale(X_train), y_train, verbose=0, progress=args.progress,
-                          callbacks=callbacks, comm=comm, **fit_kwargs)
+                          callbacks=callbacks, comm=comm, threads=args.threads, **fit_kwargs)
     except KeyboardInterrupt:
         if checkpoint is not None and checkpoint.written:
             say(f"cmlp: interrupted; {args.checkpoint} holds every finished batch: continue "
@@ -296,7 +299,7 @@ def train(args, explicit=()):
     if args.plot and lead:
         history.plot(args.plot, title=str(net))
         say(f"plotted {args.plot}")
-    say(f"test accuracy: {net.evaluate(X_test, y_test)['accuracy']:.4f}")
+    say(f"test accuracy: {net.evaluate(X_test, y_test, threads=args.threads)['accuracy']:.4f}")
     return 0
 
 

@@ -43,7 +43,7 @@ def test_options_and_environment_data(mnist_path, capsys, monkeypatch):
     monkeypatch.setenv("CMLP_DATA", mnist_path)
     code = main(["train", "--hidden", "32", "--activation", "tanh", "--epochs", "1",
                  "--batch-size", "256", "--lr", "0.05", "--dtype", "float64", "--seed", "3",
-                 "--no-standardize"])
+                 "--no-standardize", "--threads", "2"])
     out = capsys.readouterr().out
     assert code == 0
     assert "Network([784, 32, 10], activation='tanh'" in out and "float64" in out
@@ -60,6 +60,7 @@ def test_options_and_environment_data(mnist_path, capsys, monkeypatch):
     (["train", "--lr", "x"], "(see 'cmlp train --help')"),
     (["train", "--dtype", "float16"], "invalid choice"),
     (["train", "--dropout", "1"], "--dropout: must be in [0, 1)"),
+    (["train", "--threads", "0"], "--threads: must be > 0"),
     (["plot", "/no/such/model.npz"], "no model file"),
     (["train", "--bogus"], "unrecognized arguments"),
     (["fly"], "invalid choice"),

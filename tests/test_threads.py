@@ -70,6 +70,24 @@ def test_the_pool_runs_every_task_once(threads):
     assert _pool.helper_threads() >= threads - 1
 
 
+def test_the_pool_survives_jobs_of_changing_sizes_beside_a_busy_process():
+    """Jobs of 1-40 tasks on 2-4 threads back to back without the GIL, while
+    another process takes a core (helpers are preempted at every point).
+    A first version paired one job's task count with the previous job's
+    claim counter: a task ran twice and the caller waited forever (it hung
+    here within ~1.5 million jobs)."""
+    code = "from cmlp import _pool; print(sum(_pool._stress(300000, 2 + i % 3) for i in range(8)))"
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=TESTS_DIR,
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+
+
 # ------------------------------------------------ equal to one thread ----
 
 def test_the_split_rule_goes_by_rows_for_big_batches_only():
