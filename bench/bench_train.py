@@ -267,8 +267,10 @@ def main(argv=None):
           f"{full}-sample epoch over {args.repeats} interleaved runs; ratios are medians of "
           f"per-run ratios. cmlp float32: {threads} threads (its default here)")
     print(markdown_table(header, rows))
-    print(f"* scaled from {n_one} samples at batch 1"
-          + (f" and {n_main} samples at the other batch sizes" if n_main < full else ""))
+    if 1 in batches or n_main < full:
+        print("* scaled from " + ", ".join(
+            ([f"{n_one} samples at batch 1"] if 1 in batches else [])
+            + ([f"{n_main} samples at the other batch sizes"] if n_main < full else [])))
 
     # Threads: the speedup of the default over one thread, next to what a
     # second core gives gemm-bound work in the same run.

@@ -13,11 +13,13 @@ Design
   would only wait for each other.
 * The thread-count rule, `threads_for`: a pass is split only when every
   thread gets at least MIN_ROWS rows and MIN_WORK multiply-adds (rows x
-  parameters). Measured on this project's 2-core reference machine
-  (bench/bench_train.py, bench/bench_predict.py): waking a helper and
-  joining it costs a few microseconds, so below ~2^17 multiply-adds a
-  thread (tens of microseconds of gemm) the split does not pay; a gemm of
-  fewer than 4 rows runs far below its peak.
+  parameters). Measured with bench/bench_train.py on the 2-core machine
+  (2 threads against 1): 784-128-64-10 at batch 32, 3.5 million
+  multiply-adds a step, ran 0.91x (slower: the split's copies and
+  synchronisation cost more than the half it saves), at batch 128 (14
+  million) 1.17x; 784-512-256-10 at batch 32 (17 million) 1.37x. So a
+  thread needs 2^22 (4.2 million) of them, and a gemm of fewer than 4 rows
+  runs far below its peak.
 """
 
 cdef extern from "_pool.h" nogil:
@@ -29,7 +31,7 @@ cdef extern from "_pool.h" nogil:
 
 cdef enum:
     MIN_ROWS = 4
-    MIN_WORK = 1 << 17
+    MIN_WORK = 1 << 22
 
 MAX_THREADS = CMLP_POOL_MAX_THREADS
 

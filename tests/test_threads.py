@@ -21,17 +21,17 @@ from cmlp._threads import default_threads
 
 from helpers import ENV, TESTS_DIR
 
-SIZES = [64, 256, 128, 10]          # 50,826 parameters: 32 rows split over 2 threads
+SIZES = [128, 256, 256, 10]         # 101,386 parameters: 128 rows split over 3 threads
 
 
-def data(n=512, d=64, k=10, seed=0, dtype=np.float64):
+def data(n=512, d=128, k=10, seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((k, d))
     y = rng.integers(0, k, n)
     return (centers[y] + rng.standard_normal((n, d))).astype(dtype), y
 
 
-def trained(threads, dtype="float64", epochs=2, batch_size=64, seed=0, sizes=SIZES, X=None,
+def trained(threads, dtype="float64", epochs=2, batch_size=128, seed=0, sizes=SIZES, X=None,
             y=None, **kwargs):
     if X is None:
         X, y = data(dtype=dtype)
@@ -53,12 +53,17 @@ def shared_jobs():
 # ------------------------------------------------------------- the rule ----
 
 def test_threads_for_splits_only_what_pays():
-    # Rows x parameters per thread and rows per thread both bound it.
-    assert _pool.effective_threads(2, 1, 10**6) == 1           # one row: the fused path
-    assert _pool.effective_threads(2, 7, 10**6) == 1           # fewer than 4 rows a thread
-    assert _pool.effective_threads(2, 32, 1000) == 1            # a tiny network
-    assert _pool.effective_threads(2, 32, sum([64 * 256, 256, 256 * 128, 128, 1280, 10])) == 2
-    assert _pool.effective_threads(8, 64, 10**6) == 8
+    # Rows x parameters per thread (2^22) and rows per thread (4) bound it.
+    mnist_small = 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    mnist_wide = 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
+    assert _pool.effective_threads(2, 1, 10**7) == 1           # one row: the fused path
+    assert _pool.effective_threads(2, 7, 10**7) == 1           # fewer than 4 rows a thread
+    assert _pool.effective_threads(2, 10**4, 100) == 1          # a tiny network
+    assert _pool.effective_threads(2, 32, mnist_small) == 1     # measured not to pay
+    assert _pool.effective_threads(2, 128, mnist_small) == 2
+    assert _pool.effective_threads(2, 32, mnist_wide) == 2
+    assert _pool.effective_threads(3, 128, 101386) == 3         # SIZES at batch 128
+    assert _pool.effective_threads(8, 10**4, 10**6) == 8
     assert _pool.effective_threads(1, 10**4, 10**6) == 1
 
 
@@ -95,13 +100,14 @@ def test_the_split_rule_goes_by_rows_for_big_batches_only():
     assert not _data_parallel.splits_by_rows(2, 128, 256)      # fewer rows than units
     assert not _data_parallel.splits_by_rows(2, 100, 64)       # fewer than 64 rows a thread
     assert _data_parallel.splits_by_rows(2, 128, 64)
-    # The batches the tests below use: 256 rows go by rows, 64 by columns.
+    # The batches the tests below use: 256 rows go by rows, 128 by columns.
     assert _data_parallel.splits_by_rows(2, 256, max(SIZES[1:-1]))
     assert _data_parallel.splits_by_rows(3, 256, max(SIZES[1:-1]))
-    assert not _data_parallel.splits_by_rows(2, 64, max(SIZES[1:-1]))
+    assert not _data_parallel.splits_by_rows(2, 128, max(SIZES[1:-1]))
+    assert not _data_parallel.splits_by_rows(3, 128, max(SIZES[1:-1]))
 
 
-@pytest.mark.parametrize("batch_size", [64, 256], ids=["by-columns", "by-rows"])
+@pytest.mark.parametrize("batch_size", [128, 256], ids=["by-columns", "by-rows"])
 @pytest.mark.parametrize("dtype,tolerance", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("kwargs", [
     {},                                                         # plain SGD: fused in phase 2
@@ -124,20 +130,20 @@ def test_a_threaded_run_equals_the_one_thread_run(dtype, tolerance, kwargs, batc
 def test_the_gelu_and_regression_paths_equal_one_thread():
     X, y = data()
     targets = np.random.default_rng(1).standard_normal((512, 3))
-    for sizes, act, output, Y in (([64, 256, 128, 10], "gelu", "softmax", y),
-                                  ([64, 256, 128, 3], "tanh", "identity", targets),
-                                  ([64, 256, 128, 3], "sigmoid", "sigmoid", targets > 0),
-                                  ([64, 256, 128, 3], "relu", "exp", np.abs(targets))):
+    for sizes, act, output, Y in (([128, 256, 256, 10], "gelu", "softmax", y),
+                                  ([128, 256, 256, 3], "tanh", "identity", targets),
+                                  ([128, 256, 256, 3], "sigmoid", "sigmoid", targets > 0),
+                                  ([128, 256, 256, 3], "relu", "exp", np.abs(targets))):
         nets = []
         for threads in (1, 2):
             net = Network(sizes, act, output, "float64", seed=0, dropout=0.1)
             net.fit(X, Y.astype(np.float64) if output != "softmax" else Y, epochs=2,
-                    batch_size=64, lr=0.01, verbose=0, threads=threads)
+                    batch_size=128, lr=0.01, verbose=0, threads=threads)
             nets.append(net)
         assert relative(nets[1].parameters, nets[0].parameters) < 1e-12, output
 
 
-@pytest.mark.parametrize("batch_size", [64, 256], ids=["by-columns", "by-rows"])
+@pytest.mark.parametrize("batch_size", [128, 256], ids=["by-columns", "by-rows"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_fixed_thread_count_gives_the_same_bits(dtype, batch_size):
     for threads in (2, 3):
@@ -174,7 +180,7 @@ def test_partial_fit_and_the_batch_1_path_take_threads():
 
 # ------------------------------------------- the gradient the split makes ----
 
-@pytest.mark.parametrize("batch_size", [64, 256], ids=["by-columns", "by-rows"])
+@pytest.mark.parametrize("batch_size", [128, 256], ids=["by-columns", "by-rows"])
 def test_the_hook_sees_the_whole_batch_gradient_once_a_step(batch_size):
     X, y = data()
     seen = {1: [], 2: []}
@@ -187,12 +193,12 @@ def test_the_hook_sees_the_whole_batch_gradient_once_a_step(batch_size):
         np.testing.assert_allclose(g2, g1, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("n", [64, 256], ids=["by-columns", "by-rows"])
+@pytest.mark.parametrize("n", [128, 256], ids=["by-columns", "by-rows"])
 def test_the_split_gradient_matches_finite_differences(n):
     """The first step's gradient, as the split computes it (captured by the
     hook), against central differences of the batch's mean loss."""
     X, y = data(n=n)
-    sizes = [64, 256, 128, 10]
+    sizes = SIZES
     net = Network(sizes, dtype="float64", seed=3)
     start = net.parameters.copy()
     captured = []
@@ -240,12 +246,12 @@ def test_the_split_kernels_equal_their_numpy_twins(dtype):
 
 # ----------------------------------------- what the one-thread loop keeps ----
 
-@pytest.mark.parametrize("batch_size", [64, 128], ids=["by-columns", "by-rows"])
+@pytest.mark.parametrize("batch_size", [128, 256], ids=["by-columns", "by-rows"])
 def test_ctrl_c_resumes_bit_identically_under_two_threads(tmp_path, batch_size):
     X, y = data(n=1024)
     kwargs = dict(epochs=3, batch_size=batch_size, optimizer="adam", dropout=0.2, threads=2,
-                  X=X, y=y, sizes=[64, 128, 64, 10])
-    assert _data_parallel.splits_by_rows(2, batch_size, 128) == (batch_size == 128)
+                  X=X, y=y)
+    assert _data_parallel.splits_by_rows(2, batch_size, 256) == (batch_size == 256)
     whole, history = trained(**kwargs)
     calls = []
     per_epoch = 1024 // batch_size
@@ -254,7 +260,7 @@ def test_ctrl_c_resumes_bit_identically_under_two_threads(tmp_path, batch_size):
         calls.append(weight)
         if len(calls) == per_epoch + 3:               # in epoch 2
             os.kill(os.getpid(), signal.SIGINT)
-    first = Network([64, 128, 64, 10], dtype="float64", seed=0, dropout=0.2)
+    first = Network(SIZES, dtype="float64", seed=0, dropout=0.2)
     path = tmp_path / "run.npz"
     with pytest.raises(KeyboardInterrupt):
         first.fit(X, y, epochs=3, batch_size=batch_size, optimizer="adam", verbose=0,
@@ -272,10 +278,12 @@ def test_ctrl_c_resumes_bit_identically_under_two_threads(tmp_path, batch_size):
 def test_divergence_rolls_back_under_two_threads():
     X, y = data()
     net = Network(SIZES, dtype="float64", seed=0)
-    net.fit(X, y, epochs=1, batch_size=64, verbose=0, threads=2)
+    net.fit(X, y, epochs=1, batch_size=128, verbose=0, threads=2)
     before = net.parameters.copy()
+    jobs = shared_jobs()
     with pytest.raises(TrainingDiverged):
-        net.fit(X * 1e6, y, epochs=1, batch_size=64, lr=1e3, verbose=0, threads=2)
+        net.fit(X * 1e6, y, epochs=1, batch_size=128, lr=1e3, verbose=0, threads=2)
+    assert shared_jobs() > jobs
     np.testing.assert_array_equal(net.parameters, before)
 
 
@@ -394,7 +402,7 @@ def test_a_pre_forking_parent_does_not_hang():
 def test_the_estimators_take_threads():
     from cmlp.sklearn import MLPClassifier, MLPRegressor
     X, y = data(n=400)
-    kwargs = dict(hidden_layer_sizes=(256, 128), max_iter=5, batch_size=64, random_state=0)
+    kwargs = dict(hidden_layer_sizes=(256, 256), max_iter=5, batch_size=128, random_state=0)
     one = MLPClassifier(threads=1, **kwargs).fit(X, y)
     before = shared_jobs()
     two = MLPClassifier(threads=2, **kwargs).fit(X, y)
