@@ -9,8 +9,10 @@ Design
   sums (evaluate, added in task order). evaluate's tasks are always CHUNK
   rows, so its sums do not depend on the thread count.
 * Every entry point allocates its own scratch per call (malloc) and touches
-  no shared mutable state, so threads may share one network. While the GIL
-  is released BLAS runs one thread per call (cmlp._blas.serial_blas_enter).
+  no shared mutable state, so threads may share one network. While cmlp's
+  threads run (or threads= was given) BLAS runs one thread per call
+  (cmlp._blas.serial_blas_enter); a call too small to split at all keeps
+  the one-thread path it always had, without resolving the default.
 * `forward` checks its input for NaN/inf in C before computing: the check is
   part of the Python boundary, done here only because a NumPy isfinite pass
   costs more than the whole one-sample forward it guards. It also checks its
@@ -206,8 +208,14 @@ cdef int _call_rows(_Rows* job, NetLayout layout, Py_ssize_t n, object threads,
     # Split n rows over the threads, give each worker scratch, run, free.
     cdef int t_count = 1, w, status
     cdef bint release = n * layout.c.n_params >= GIL_RELEASE_WORK
-    if release:
+    cdef bint serial_blas
+    # The default is resolved (a syscall and a lock) only for a call that
+    # could be split at all: a few rows keep the one-thread path of before.
+    if release and threads_for(MAX_WORKERS, n, layout.c.n_params) > 1:
         t_count = threads_for(_resolve_threads(threads), n, layout.c.n_params)
+    # BLAS one thread a call while cmlp's threads run, or when the caller
+    # asked for threads=1; else, as before threads=, OpenBLAS's own choice.
+    serial_blas = t_count > 1 or threads is not None
     job.layout = &layout.c
     # evaluate: CHUNK rows a task whatever the threads (the same sums).
     job.task_rows = min(n, CHUNK) if evaluating else min(CHUNK, (n + t_count - 1) // t_count)
@@ -222,11 +230,13 @@ cdef int _call_rows(_Rows* job, NetLayout layout, Py_ssize_t n, object threads,
         if not release:
             return _run_rows(job, n, 1, evaluating, loss, correct)
         with nogil:
-            serial_blas_enter()
+            if serial_blas:
+                serial_blas_enter()
             try:
                 status = _run_rows(job, n, t_count, evaluating, loss, correct)
             finally:
-                serial_blas_leave()
+                if serial_blas:
+                    serial_blas_leave()
         return status
     finally:
         for w in range(t_count):
