@@ -1,8 +1,16 @@
 import os
 import pathlib
+import signal
 
 import numpy as np
 import pytest
+
+# A harness that starts the suite in the background (a non-interactive
+# shell's `&`) hands it SIGINT ignored, and Python then installs no
+# KeyboardInterrupt handler (and children inherit the ignoring): the Ctrl-C
+# tests need Ctrl-C to reach Python, in this process and the ones it starts.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
