@@ -33,7 +33,7 @@ exclude_patterns = ["_build", "api/generated/*.examples", "examples/README.txt",
 myst_heading_anchors = 3
 
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_default_options = {"members": True}
 autodoc_typehints = "none"            # numpydoc's Parameters sections say the types
 numpydoc_show_class_members = False   # autosummary's class template lists them
 numpydoc_validation_checks = set()
