@@ -9,6 +9,8 @@ scipy's wrappers take non-const pointers; the casts below drop a const the
 Fortran routine honours anyway.
 """
 from libc.string cimport strcmp
+
+from cmlp._fork_gate cimport gate_enter, gate_leave
 from scipy.linalg.cython_blas cimport (
     dgemm, sgemm, dgemv, sgemv, dger, sger, daxpy, saxpy,
 )
@@ -42,6 +44,7 @@ cdef extern from *:
     """
     int pthread_mutex_lock(void* lock) nogil
     int pthread_mutex_unlock(void* lock) nogil
+    int pthread_mutex_init(void* lock, void* attributes) nogil
     void* cmlp_serial_lock_ptr "(&cmlp_serial_lock)"
     int cmlp_serial_depth
     int cmlp_serial_saved
@@ -151,6 +154,9 @@ cdef void serial_blas_enter() noexcept nogil:
     global cmlp_serial_depth, cmlp_serial_saved
     if _get_threads == NULL or _set_threads == NULL:
         return
+    # A fork section (cmlp._fork_gate): no fork while this lock is held or
+    # OpenBLAS changes its thread count (a child would inherit them held).
+    gate_enter()
     pthread_mutex_lock(cmlp_serial_lock_ptr)
     if cmlp_serial_depth == 0:
         cmlp_serial_saved = _get_threads()
@@ -158,17 +164,20 @@ cdef void serial_blas_enter() noexcept nogil:
             _set_threads(1)
     cmlp_serial_depth += 1
     pthread_mutex_unlock(cmlp_serial_lock_ptr)
+    gate_leave()
 
 
 cdef void serial_blas_leave() noexcept nogil:
     global cmlp_serial_depth
     if _get_threads == NULL or _set_threads == NULL:
         return
+    gate_enter()
     pthread_mutex_lock(cmlp_serial_lock_ptr)
     cmlp_serial_depth -= 1
     if cmlp_serial_depth == 0 and cmlp_serial_saved != 1:
         _set_threads(cmlp_serial_saved)
     pthread_mutex_unlock(cmlp_serial_lock_ptr)
+    gate_leave()
 
 
 def blas_threads(set_to=None):
@@ -201,6 +210,9 @@ def reset_after_fork():
     """In a forked child: no cmlp pass runs there (the threads that ran them
     are gone), so OpenBLAS goes back to the count it had before them."""
     global cmlp_serial_depth
+    # A thread of the parent may have held the lock (blas_threads() takes it
+    # outside any fork section): the child's is made anew.
+    pthread_mutex_init(cmlp_serial_lock_ptr, NULL)
     if cmlp_serial_depth > 0 and _set_threads != NULL and cmlp_serial_saved != 1:
         _set_threads(cmlp_serial_saved)
     cmlp_serial_depth = 0
