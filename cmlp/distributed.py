@@ -61,9 +61,11 @@ import zlib
 import numpy as np
 
 from cmlp import _blas, _ranks
-from cmlp._layout import REGRESSION_OUTPUTS, aligned_zeros
+from cmlp._layout import REGRESSION_OUTPUTS
 from cmlp._ranks import RanksDisagree
+from cmlp._reducer import GradientReducer, share
 from cmlp._scale import warn_if_far_from_unit_scale
+from cmlp._watchdog import StepWatchdog, configured_timeout
 from cmlp.callbacks import Checkpoint
 from cmlp.training import REFERENCE_ROWS, TrainingDiverged, TrainingRun, fit_network, total_weight
 
@@ -79,13 +81,6 @@ def mpi():
         raise ImportError("training with comm= needs mpi4py and an MPI library: "
                           "pip install \"cmlp[mpi]\" (mpi4py and the MPICH wheel)") from exc
     return MPI
-
-
-def share(n, rank, size):
-    """(lo, hi): rank's rows of n, in order; the first n % size ranks get one more."""
-    base, extra = divmod(n, size)
-    lo = rank * base + min(rank, extra)
-    return lo, lo + base + (rank < extra)
 
 
 def synchronize_streams(network, comm):
@@ -146,6 +141,7 @@ def fit(network, X, y, comm, sharded, options):
                                  if not isinstance(c, Checkpoint)]}
     warn_if_far_from_unit_scale(X)
     sharded = bool(sharded)
+    timeout = configured_timeout()
 
     def start_run(net, data, validation, optimizer, arguments):
         optimizer.bind(net.parameters.size, net.dtype)
@@ -154,7 +150,8 @@ def fit(network, X, y, comm, sharded, options):
             net, optimizer, data, validation,
             {**arguments["config"], "initial_epoch": arguments["initial_epoch"]}, sharded))
         synchronize_state(net, optimizer, comm)
-        return DataParallelRun(net, data, comm=comm, sharded=sharded, **arguments)
+        return DataParallelRun(net, data, comm=comm, sharded=sharded, timeout=timeout,
+                               **arguments)
 
     def train():
         synchronize_streams(network, comm)
@@ -200,71 +197,6 @@ def identical_sum(comm, values):
     return total
 
 
-class GradientReducer:
-    """Sums the ranks' flat gradient buffers in place, every rank getting
-    the same bits, plus one flag (did any rank's loss become non-finite).
-
-    Ranks on one host write their gradients straight into an MPI
-    shared-memory window (`buffer`); after a barrier, each rank sums its
-    1/n of the elements over every rank's slot and writes the sum back into
-    all slots, and a second barrier ends the step. Nothing is copied through
-    MPI's own buffers: for the 2.1 MB gradient of 784-512-256-10 this took
-    0.05 ms where Allreduce took 0.6-1.4 ms between two ranks here. With
-    several hosts (the same number of ranks on each), the per-host partial
-    sums of each 1/n go through one Allreduce between the ranks that hold
-    the same 1/n on every host (a hierarchical allreduce, as Horovod's);
-    otherwise a plain Allreduce of the buffer.
-    """
-
-    def __init__(self, comm, n, dtype, hosts=None):
-        MPI = mpi()
-        self.comm, self.n, self.MPI = comm, n, MPI
-        # hosts: a communicator per group of ranks to treat as one host (for
-        # tests of the several-host path on one machine); else the real ones.
-        self.node = (comm.Split_type(MPI.COMM_TYPE_SHARED) if hosts is None
-                     else hosts.Dup())
-        self.cross = self.window = None
-        per_host = comm.allgather(self.node.size)
-        if len(set(per_host)) > 1 or self.node.size == 1:
-            # Uneven hosts, or one rank per host: MPI's allreduce, the flag beside it.
-            self.buffer = aligned_zeros(n + 1, dtype)
-        else:
-            # One row per rank, padded to whole cache lines; the flag after the gradient.
-            width = -(-(n + 1) // 16) * 16
-            item = np.dtype(dtype).itemsize
-            size = self.node.size * width * item if self.node.rank == 0 else 0
-            self.window = MPI.Win.Allocate_shared(size, item, comm=self.node)
-            memory, _ = self.window.Shared_query(0)
-            self.slots = np.ndarray((self.node.size, width), dtype=dtype, buffer=memory)
-            self.buffer = self.slots[self.node.rank, :n + 1]
-            self.lo, self.hi = share(n + 1, self.node.rank, self.node.size)
-            self.part = np.empty(self.hi - self.lo, dtype=dtype)
-            if self.node.size < comm.size:
-                self.cross = comm.Split(self.node.rank, comm.rank)
-        self.gradients = self.buffer[:n]
-
-    def reduce(self, diverged):
-        """Sum the gradients over the ranks; returns whether any rank said
-        `diverged`."""
-        self.buffer[self.n] = 1 if diverged else 0
-        if self.window is None:
-            self.comm.Allreduce(self.MPI.IN_PLACE, self.buffer, op=self.MPI.SUM)
-        else:
-            self.node.Barrier()                       # every slot written
-            np.sum(self.slots[:, self.lo:self.hi], axis=0, out=self.part)
-            if self.cross is not None:
-                self.cross.Allreduce(self.MPI.IN_PLACE, self.part, op=self.MPI.SUM)
-            self.slots[:, self.lo:self.hi] = self.part
-            self.node.Barrier()                       # every sum written
-        return self.buffer[self.n] != 0
-
-    def free(self):
-        for handle in (self.window, self.cross, self.node):
-            if handle is not None:
-                handle.Free()
-        self.window = self.cross = self.node = None
-
-
 class DataParallelRun(TrainingRun):
     """A TrainingRun whose steps are synchronous over the ranks of `comm`.
 
@@ -275,8 +207,11 @@ class DataParallelRun(TrainingRun):
     part of a global batch is in proportion to its data.
     """
 
-    def __init__(self, network, data, *, comm, batch_size, sharded=False, **kwargs):
+    def __init__(self, network, data, *, comm, batch_size, sharded=False, timeout=0.0,
+                 **kwargs):
         self.comm, self.sharded = comm, sharded
+        # Ends the job when no step completes for `timeout` s (cmlp._watchdog).
+        self.watchdog = StepWatchdog(comm, timeout if comm.size > 1 else 0.0)
         self.global_batch = batch_size
         self.global_weight = self.global_rows = 1.0
         self.reducer = GradientReducer(comm, network.parameters.size, network.dtype)
@@ -312,7 +247,8 @@ class DataParallelRun(TrainingRun):
         # in it for ranks that wait for it in a step: abort_on_error ends
         # the job, which frees everything.
         try:
-            history = super().run()
+            with self.watchdog:
+                history = super().run()
         except TrainingDiverged:
             self.reducer.free()
             raise
@@ -361,6 +297,7 @@ class DataParallelRun(TrainingRun):
 
     def _epoch(self):
         record = super()._epoch()
+        self.watchdog.progress()
         self._check_ranks_agree()
         # Rank 0's record (its clock) for all: every History is the same.
         return self.comm.bcast(record, root=0)
@@ -443,6 +380,7 @@ class DataParallelRun(TrainingRun):
                         f"the training loss became non-finite in the global batch ending at "
                         f"row {rows_after} of this epoch (on {self.comm.size} ranks); the "
                         "learning rate is probably too high for this data") from None
+                self.watchdog.progress()
                 # Counted as each global step completes: a checkpoint written
                 # on Ctrl-C resumes after the last one (its loss sum then
                 # lacks the other ranks' part of the interrupted span).

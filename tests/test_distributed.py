@@ -154,6 +154,18 @@ def test_comm_errors_and_a_one_rank_communicator():
     assert "one rank equals no comm: True" in single.stdout
 
 
+def test_a_malformed_step_timeout_is_refused_before_training():
+    code = ("import numpy as np\nfrom mpi4py import MPI\nfrom cmlp import Network\n"
+            "try:\n    Network([4, 3]).fit(np.zeros((8, 4)), np.arange(8) % 3, "
+            "comm=MPI.COMM_SELF, verbose=0)\nexcept ValueError as exc:\n    print(exc)\n")
+    for value, message in (("soon", "must be a number of seconds, got 'soon'"),
+                           ("-1", "must be >= 0 and finite, got '-1'")):
+        result = subprocess.run([sys.executable, "-c", code],
+                                env={**ENV, "CMLP_MPI_TIMEOUT": value}, cwd=TESTS_DIR,
+                                capture_output=True, text=True, timeout=120)
+        assert message in result.stdout, result.stderr[-2000:]
+
+
 def test_ranks_share_the_cores_between_their_blas_threads():
     # OpenBLAS starts a thread per core in every rank: two ranks on two cores
     # spun four threads, and a 2-rank MNIST epoch took 11.7 s instead of 0.24.
