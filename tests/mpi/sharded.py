@@ -13,6 +13,7 @@ Rank 0 prints one JSON line per case."""
 import json
 import sys
 
+import _probe
 import numpy as np
 from mpi4py import MPI
 
@@ -84,3 +85,4 @@ if rank == 0:
                       "ranks_equal": all(np.array_equal(p, params[0]) for p in params),
                       "histories_equal": all(r == records[0] for r in records),
                       "finite": bool(np.isfinite(params[0]).all())}), flush=True)
+_probe.report(comm)
