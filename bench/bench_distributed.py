@@ -19,6 +19,15 @@ cmlp.distributed.GradientReducer; it includes waiting for the slower
 rank) is measured too, and MPI's own Allreduce of a buffer of that size.
 
 Scaling efficiency = (2-rank samples/s) / (2 x 1-process-1-thread samples/s).
+
+--hosts (root): the 2 ranks on 2 "hosts" instead, network namespaces on a
+bridge (tests/cluster.py) with TCP between them, over an unshaped link
+(a veth: a memory copy), then links shaped to 10 Gbit/s and 1 Gbit/s (tc
+tbf), each beside docs/guide/scaling.md's step-time model for the same
+case: T1(B) / 2 + c * S + S / bandwidth + 2 * latency (one rank a host, so
+no shared-memory sum), T1 the 1-process 1-thread step of the same run. The
+bytes rank 0's host sent per step are read from its link's counter.
+
 Needs the mpi extra (mpi4py + mpich). Prints a Markdown table and writes
 JSON under bench/results/.
 """
@@ -68,7 +77,9 @@ def worker(args):
                 kwargs["comm"] = comm
             net.fit(X[:min(len(X), 4 * batch)], y[:min(len(X), 4 * batch)], epochs=1, **kwargs)
             del hook_seconds[:]
+            sent = _link_bytes()
             history = net.fit(X, y, epochs=args.epochs, **kwargs)
+            sent = _link_bytes() - sent
             steps = args.epochs * -(-len(X) // batch)
             cell = {"epoch_s": statistics.median(history.seconds), "rows": len(X)}
             if comm is not None:
@@ -82,19 +93,34 @@ def worker(args):
                     times.append(time.perf_counter() - start)
                 cell["allreduce_s"] = statistics.median(times)
                 cell["steps"] = steps
+                cell["link_bytes_per_step"] = sent / steps
             results[f"{name} {batch}"] = cell
     if comm is None or comm.rank == 0:
         print(json.dumps(results), flush=True)
 
 
-def run_config(args, ranks, threads):
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+def _link_bytes():
+    """Bytes this host sent over its cluster link so far (0 outside one)."""
+    iface = os.environ.get("CMLP_BENCH_IFACE")
+    if not iface:
+        return 0
+    with open(f"/sys/class/net/{iface}/statistics/tx_bytes") as f:
+        return int(f.read())
+
+
+def worker_command(args):
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--rows", str(args.rows),
                "--epochs", str(args.epochs)]
     if args.smoke:
         command.append("--smoke")
     if args.data:
         command += ["--data", args.data]
+    return command
+
+
+def run_config(args, ranks, threads):
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    command = worker_command(args)
     if ranks > 1:
         mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
         command = [mpiexec, "-n", str(ranks), *command, "--mpi"]
@@ -112,6 +138,9 @@ def main():
     parser.add_argument("--data", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny random data, 1 round")
     parser.add_argument("--results-dir", default=None)
+    parser.add_argument("--hosts", action="store_true",
+                        help="2 ranks on 2 namespace hosts over unshaped, 10 and 1 Gbit/s "
+                             "links, against the scaling model (root)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mpi", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -125,6 +154,9 @@ def main():
         raise SystemExit('bench_distributed needs the mpi extra: pip install "cmlp[mpi]"') \
             from None
 
+    if args.hosts:
+        from _hosts import hosts_main
+        return hosts_main(args, run_config, worker_command)
     rounds = {name: [] for name, _, _ in CONFIGS}
     for _ in range(args.rounds):
         for name, ranks, threads in CONFIGS:

@@ -75,6 +75,20 @@ def available():
     return True, ""
 
 
+def rate_bits(rate):
+    """"1gbit" -> 1e9, "100mbit" -> 1e8 (tc's units, bits per second)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", rate)
+    if not match:
+        raise ValueError(f"a rate like 1gbit, 10gbit or 100mbit, not {rate!r}")
+    return float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2)]
+
+
+def _burst(rate):
+    # tbf's bucket: 10 ms at the rate (at least 256 kB); a small bucket
+    # cannot keep a fast link busy between the kernel's timer ticks.
+    return max(256 * 1024, int(rate_bits(rate) / 8 / 100))
+
+
 def _run(*args, check=True):
     return subprocess.run(args, capture_output=True, text=True, check=check,
                           timeout=COMMAND_TIMEOUT)
@@ -119,6 +133,8 @@ class Cluster:
             raise RuntimeError(f"cannot build a test cluster here: {why}")
         if not 1 <= hosts <= 8:
             raise ValueError("1 to 8 hosts")
+        if rate is not None:
+            rate_bits(rate)
         self.n_hosts, self.rate = hosts, rate
         tag = f"{PREFIX}{os.getpid()}c{next(_serial)}"
         self.switch = f"{tag}sw"
@@ -198,7 +214,8 @@ class Cluster:
                 # egress towards the host.
                 for ns, dev in ((namespace, IFACE), (self.switch, port)):
                     self._netns(ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-                                "rate", self.rate, "burst", "256kb", "latency", "100ms")
+                                "rate", self.rate, "burst", f"{_burst(self.rate)}b",
+                                "latency", "100ms")
         cases = "\n".join(f'    {a}|{n}) ns={ns}; name={n} ;;'
                           for a, n, ns in zip(self.addresses, self.names, self.hosts))
         self.launcher = os.path.join(self.directory, "nsexec")

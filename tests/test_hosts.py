@@ -236,3 +236,22 @@ def _cmdline(pid):
             return f.read()
     except OSError:
         return b""
+
+
+def test_bench_distributed_hosts_smoke(tmp_path):
+    # bench/bench_distributed.py --hosts on tiny data: it builds its own
+    # clusters (unshaped, 10 and 1 Gbit/s), and each step's gradient
+    # crosses the link (rank 0's host sends at least the float32 gradient).
+    bench = os.path.join(os.path.dirname(TESTS_DIR), "bench", "bench_distributed.py")
+    result = subprocess.run([sys.executable, bench, "--smoke", "--hosts", "--results-dir",
+                             str(tmp_path)], env=ENV, cwd=TESTS_DIR, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|") for line in result.stdout.splitlines()
+            if line.startswith("| 784-")]
+    assert len(rows) == 2 * 3 * 3                      # nets x batches x links
+    gradient_mb = {"784-128-64-10": 109_387 * 4 / 1e6, "784-512-256-10": 535_819 * 4 / 1e6}
+    for row in rows:
+        sent = float(row[8].split()[0])
+        assert sent >= 0.95 * gradient_mb[row[1].strip()], row
+    assert list(tmp_path.glob("distributed_hosts-*.json"))
