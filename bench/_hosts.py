@@ -19,12 +19,17 @@ LATENCY = 20e-6
 PARAMETERS = {"784-128-64-10": 109_386, "784-512-256-10": 535_818}
 
 
+def model_link(net, rate):
+    """t_link(2) for the float32 gradient (and its flag): S / bandwidth + 2
+    latencies; rate None (a veth): the latency term alone."""
+    size = 4 * (PARAMETERS[net] + 1)
+    return 2 * LATENCY + (size / (cluster_module.rate_bits(rate) / 8) if rate else 0.0)
+
+
 def model_step(t1, net, rate):
     """The model's step time for 2 ranks, one per host (no shared-memory
-    sum), float32; rate None: the latency term alone."""
-    size = 4 * (PARAMETERS[net] + 1)
-    link = 2 * LATENCY + (size / (cluster_module.rate_bits(rate) / 8) if rate else 0.0)
-    return t1 / 2 + STEP_SECONDS_PER_BYTE * size + link
+    sum), float32."""
+    return t1 / 2 + STEP_SECONDS_PER_BYTE * 4 * (PARAMETERS[net] + 1) + model_link(net, rate)
 
 
 def run_on_hosts(args, rate, worker_command):
@@ -57,18 +62,23 @@ def hosts_main(args, run_config, worker_command):
             cells = [job[key] for job in jobs[name]]
             step = statistics.median(c["epoch_s"] for c in cells) / steps
             sent = statistics.median(c["link_bytes_per_step"] for c in cells)
+            allreduce = statistics.median(c["allreduce_s"] for c in cells)
             model = model_step(t1, net, rate)
+            link = model_link(net, rate)
             results[f"{key} {name}"] = {"step_s": step, "model_step_s": model, "t1_step_s": t1,
-                                        "link_bytes_per_step": sent}
+                                        "link_bytes_per_step": sent, "allreduce_s": allreduce,
+                                        "model_link_s": link}
             rows.append([net, batch, name, f"{t1 * 1e3:.2f} ms",
                          f"{model * 1e3:.2f} ms, {int(batch) / model / 1e3:.1f}k/s",
                          f"{step * 1e3:.2f} ms, {int(batch) / step / 1e3:.1f}k/s",
-                         f"{step / model - 1:+.0%}", f"{sent / 1e6:.2f} MB"])
+                         f"{step / model - 1:+.0%}", f"{link * 1e3:.2f} ms",
+                         f"{allreduce * 1e3:.2f} ms", f"{sent / 1e6:.2f} MB"])
     print(f"2 hosts x 1 rank x 1 BLAS thread, TCP (UCX_TLS=tcp,self); {args.rows} rows per "
           f"epoch, median of {args.rounds} rounds x {args.epochs} epochs, SGD, float32")
     print(markdown_table(["net", "global batch", "link", "1 process step (T1)",
                           "model (step, samples/s)", "measured (step, samples/s)",
-                          "measured vs model", "sent per step (rank 0's host)"], rows))
+                          "measured vs model", "model's t_link", "MPI Allreduce alone",
+                          "sent per step (rank 0's host)"], rows))
     path = write_json("distributed_hosts", {"rows": args.rows, "rounds": args.rounds,
                                             "epochs": args.epochs, "results": results},
                       args.results_dir)

@@ -252,6 +252,6 @@ def test_bench_distributed_hosts_smoke(tmp_path):
     assert len(rows) == 2 * 3 * 3                      # nets x batches x links
     gradient_mb = {"784-128-64-10": 109_387 * 4 / 1e6, "784-512-256-10": 535_819 * 4 / 1e6}
     for row in rows:
-        sent = float(row[8].split()[0])
+        sent = float(row[10].split()[0])
         assert sent >= 0.95 * gradient_mb[row[1].strip()], row
     assert list(tmp_path.glob("distributed_hosts-*.json"))
