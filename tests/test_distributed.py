@@ -154,6 +154,24 @@ def test_comm_errors_and_a_one_rank_communicator():
     assert "one rank equals no comm: True" in single.stdout
 
 
+def test_a_rank_that_stops_answering_ends_the_job_within_the_step_timeout():
+    # Rank 1 sleeps in a callback; rank 0 waits for it in a collective (MPI
+    # would wait forever). The step watchdog (CMLP_MPI_TIMEOUT, here 2 s)
+    # aborts the job with its reason. Across hosts, for a real lost link:
+    # tests/test_hosts.py.
+    start = time.monotonic()
+    result = subprocess.run([MPIEXEC, "-n", "2", sys.executable,
+                             os.path.join(SCRIPTS, "one_rank_stalls.py")],
+                            env={**ENV, "CMLP_MPI_TIMEOUT": "2"}, cwd=TESTS_DIR,
+                            capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - start
+    assert result.returncode != 0
+    assert "no training step completed for 2 s (CMLP_MPI_TIMEOUT=2)" in result.stderr, \
+        result.stderr[-3000:]
+    assert "finished" not in result.stdout
+    assert 2 <= took < 30, took
+
+
 def test_a_malformed_step_timeout_is_refused_before_training():
     code = ("import numpy as np\nfrom mpi4py import MPI\nfrom cmlp import Network\n"
             "try:\n    Network([4, 3]).fit(np.zeros((8, 4)), np.arange(8) % 3, "
