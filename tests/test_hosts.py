@@ -167,20 +167,22 @@ def test_a_killed_host_ends_the_job_and_its_checkpoint_resumes(cluster, mnist_pa
 
 def test_the_cluster_leaves_nothing_behind():
     # A cluster torn down by an exception inside its block, and one whose
-    # process was SIGTERMed mid-job: no namespace is left either way.
-    before = set(cluster_module._namespaces())
+    # process was SIGTERMed mid-job: no namespace of theirs is left either
+    # way. (Only their own: another process may run clusters meanwhile.)
+    def of(pid):
+        return {n for n in cluster_module._namespaces() if n.startswith(f"cmlp{pid}c")}
     with pytest.raises(RuntimeError, match="inside"):
         with cluster_module.Cluster(hosts=2) as made:
-            assert set(made.hosts) <= set(cluster_module._namespaces())
+            mine = set(made.hosts) | {made.switch}
+            assert mine <= of(os.getpid())
             raise RuntimeError("inside")
-    assert set(cluster_module._namespaces()) == before
+    assert not mine & of(os.getpid())
     child = subprocess.Popen(
         [sys.executable, os.path.join(TESTS_DIR, "cluster.py"), "--hosts", "2", "--",
          sys.executable, "-c", "import time; time.sleep(60)"],
         env=ENV, cwd=TESTS_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: len(set(cluster_module._namespaces()) - before) >= 3, 30,
-                 "the child's namespaces")
+        wait_for(lambda: len(of(child.pid)) == 3, 30, "the child's namespaces")
         time.sleep(1.0)                           # its job is running in them
         child.send_signal(signal.SIGTERM)
         child.wait(timeout=30)
@@ -188,7 +190,7 @@ def test_the_cluster_leaves_nothing_behind():
         if child.poll() is None:
             child.kill()
             child.wait()
-    wait_for(lambda: set(cluster_module._namespaces()) == before, 30, "the teardown")
+    wait_for(lambda: not of(child.pid), 30, "the teardown")
 
 
 def test_a_lost_link_ends_the_job_on_both_sides(mnist_path, tmp_path):
