@@ -44,6 +44,13 @@ cdef struct SplitStep:
     bint step_now                   # set by split_weight_gradients for its tasks
     int threads                     # likewise
     Py_ssize_t layer                # the layer of a column job
+    # The feature split (cmlp._feature_split), when allocated: per task its
+    # input features of the batch (batch, width) and its partial first-layer
+    # pre-activations (batch, sizes[1]).
+    void* copies
+    Py_ssize_t copy_stride          # elements from one task's copy to the next
+    Py_ssize_t partial_at           # where a copy's partial z1 starts
+    int n_copies
 
 # How many shares a batch of m rows is cut into for `threads` threads.
 cdef Py_ssize_t shares_for(int threads, Py_ssize_t m) noexcept nogil
@@ -62,6 +69,16 @@ cdef double split_forward_backward(SplitStep* s, int threads,
 # step, the optimizer step on the block; with step and fused_sgd, the SGD
 # step straight into W and b instead (no gradient written).
 cdef void split_weight_gradients(SplitStep* s, int threads, bint step) noexcept nogil
+
+# Block j of phase 2's blocks of layers first.. (rows of W_l, over all m
+# rows, from this workspace, deltas and batch input), as split_weight_gradients
+# runs them; n_weight_blocks(s, first) of them.
+cdef Py_ssize_t n_weight_blocks(const SplitStep* s, Py_ssize_t first) noexcept nogil
+cdef void weight_block(SplitStep* s, Py_ssize_t j, Py_ssize_t first, const void* work,
+                       const void* deltas, const void* batch_X) noexcept nogil
+
+# The optimizer step (s's kind, lr, ...) on parameters [p0, p1).
+cdef void step_range(SplitStep* s, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil
 
 # The optimizer step alone on slices of the parameters (after a gradient
 # hook has seen grads).

@@ -1,5 +1,9 @@
 """One training step split over worker threads: data parallelism in a process.
 
+Networks whose first layer holds most of the weights take
+cmlp._feature_split instead (its first layer split by input features);
+its phase 2 runs this module's blocks for the other layers.
+
 Design
 ------
 * A batch of m rows is cut into consecutive shares (shares_for: one or two
@@ -269,20 +273,21 @@ cdef inline Py_ssize_t _block_rows(const SplitStep* s, Py_ssize_t l) noexcept no
     return (n_in + blocks - 1) // blocks
 
 
-cdef Py_ssize_t _n_blocks(const SplitStep* s) noexcept nogil:
+cdef Py_ssize_t n_weight_blocks(const SplitStep* s, Py_ssize_t first) noexcept nogil:
     cdef Py_ssize_t l, total = 0, rows
-    for l in range(s.layout.n_layers):
+    for l in range(first, s.layout.n_layers):
         rows = _block_rows(s, l)
         total += (s.layout.sizes[l] + rows - 1) // rows
     return total
 
 
-cdef inline void _block(SplitStep* s, Py_ssize_t j, floating* dtype_) noexcept nogil:
-    # Task j: rows [i0, i1) of some W_l (and b_l with the block of row 0),
-    # over all m rows of the batch: one gemm, as linear_backward's but for
-    # these rows of dW.
+cdef inline void _block(SplitStep* s, Py_ssize_t j, Py_ssize_t first, const floating* work,
+                        const floating* deltas, const floating* batch_X) noexcept nogil:
+    # Block j of layers first..: rows [i0, i1) of some W_l (and b_l with the
+    # block of row 0), over all m rows of the batch: one gemm, as
+    # linear_backward's but for these rows of dW.
     cdef const Layout* layout = s.layout
-    cdef Py_ssize_t l = 0, per, count, i0, i1, n_in, n_out, offset = 0, m = s.m
+    cdef Py_ssize_t l = first, per, count, i0, i1, n_in, n_out, offset = 0, m = s.m
     cdef floating* params = <floating*> s.params
     cdef floating* grads = <floating*> s.grads
     cdef floating* target
@@ -290,6 +295,8 @@ cdef inline void _block(SplitStep* s, Py_ssize_t j, floating* dtype_) noexcept n
     cdef const floating* dz
     cdef floating alpha = 1
     cdef bint fused = s.step_now and s.fused_sgd
+    for i0 in range(1, first + 1):
+        offset += layout.sizes[i0]
     while True:
         per = _block_rows(s, l)
         count = (layout.sizes[l] + per - 1) // per
@@ -304,16 +311,16 @@ cdef inline void _block(SplitStep* s, Py_ssize_t j, floating* dtype_) noexcept n
     if fused:
         alpha = -<floating> s.lr
     if l == 0:
-        a_prev = <const floating*> s.batch_X
+        a_prev = batch_X
     else:
-        a_prev = layer_input(<const floating*> s.work, layout, m, l, True)
-    dz = <const floating*> s.deltas + m * offset
+        a_prev = layer_input(work, layout, m, l, True)
+    dz = deltas + m * offset
     target = (params if fused else grads) + layout.w_offsets[l] + i0 * n_out
     weight_gradient_rows(target, dz, a_prev + i0, alpha, 1 if fused else 0, m, i1 - i0,
-                         n_out, n_in)
+                         n_out, n_out, n_in)
     if i0 == 0:
         bias_gradient((params if fused else grads) + layout.b_offsets[l], dz, alpha,
-                      1 if fused else 0, m, n_out)
+                      1 if fused else 0, m, n_out, n_out)
     if s.step_now and not fused:
         _step(s, layout.w_offsets[l] + i0 * n_out, layout.w_offsets[l] + i1 * n_out,
               <floating*> NULL)
@@ -329,17 +336,31 @@ cdef inline void _step(SplitStep* s, Py_ssize_t p0, Py_ssize_t p1,
                          <floating> s.eps, <floating> s.weight_decay, s.t, p0, p1)
 
 
+cdef void weight_block(SplitStep* s, Py_ssize_t j, Py_ssize_t first, const void* work,
+                       const void* deltas, const void* batch_X) noexcept nogil:
+    if s.single:
+        _block(s, j, first, <const float*> work, <const float*> deltas,
+               <const float*> batch_X)
+    else:
+        _block(s, j, first, <const double*> work, <const double*> deltas,
+               <const double*> batch_X)
+
+
+cdef void step_range(SplitStep* s, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    if s.single:
+        _step(s, p0, p1, <float*> NULL)
+    else:
+        _step(s, p0, p1, <double*> NULL)
+
+
 cdef void _block_task(void* ctx, Py_ssize_t j, int worker) noexcept nogil:
     cdef SplitStep* s = <SplitStep*> ctx
-    if s.single:
-        _block(s, j, <float*> NULL)
-    else:
-        _block(s, j, <double*> NULL)
+    weight_block(s, j, 0, s.work, s.deltas, s.batch_X)
 
 
 cdef void split_weight_gradients(SplitStep* s, int threads, bint step) noexcept nogil:
     s.step_now, s.threads = step, threads
-    pool_run(_block_task, s, _n_blocks(s), threads)
+    pool_run(_block_task, s, n_weight_blocks(s, 0), threads)
 
 
 cdef void _slice_task(void* ctx, Py_ssize_t j, int worker) noexcept nogil:

@@ -49,16 +49,18 @@ cdef void linear_forward_columns(floating* z, const floating* a_prev, const floa
                                  const floating* b, Py_ssize_t m, Py_ssize_t n_in,
                                  Py_ssize_t n_out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil
 # out (rows, n_out) = alpha * a_prev^T @ dz + beta * out, where a_prev is m
-# rows of `rows` columns, lda apart (columns of a wider a_prev), dz (m, n_out):
-# rows of dW (alpha 1), or of an SGD step in place on W (alpha -lr, beta 1).
+# rows of `rows` columns, lda apart (columns of a wider a_prev), dz (m, n_out)
+# and out rows ld apart (ld >= n_out: columns of wider matrices): rows of dW
+# (alpha 1), or of an SGD step in place on W (alpha -lr, beta 1).
 cdef void weight_gradient_rows(floating* out, const floating* dz, const floating* a_prev,
                                floating alpha, floating beta, Py_ssize_t m,
-                               Py_ssize_t rows, Py_ssize_t n_out,
+                               Py_ssize_t rows, Py_ssize_t n_out, Py_ssize_t ld,
                                Py_ssize_t lda) noexcept nogil
-# out (n_out) = beta * out + alpha * (sum over the m rows of dz), added row by
-# row as linear_backward does (so shares added in order give its bits).
+# out (n_out) = beta * out + alpha * (sum over the m rows of dz, ld apart),
+# added row by row as linear_backward does (so shares added in order give
+# its bits).
 cdef void bias_gradient(floating* out, const floating* dz, floating alpha, floating beta,
-                        Py_ssize_t m, Py_ssize_t n_out) noexcept nogil
+                        Py_ssize_t m, Py_ssize_t n_out, Py_ssize_t ld) noexcept nogil
 
 # Backward fused with the SGD step, for plain SGD training:
 # da_prev (m, n_in) = dz @ W^T with the *old* W (skipped when NULL), then

@@ -220,14 +220,14 @@ cdef void linear_forward_columns(floating* z, const floating* a_prev, const floa
 
 cdef void weight_gradient_rows(floating* out, const floating* dz, const floating* a_prev,
                                floating alpha, floating beta, Py_ssize_t m,
-                               Py_ssize_t rows, Py_ssize_t n_out,
+                               Py_ssize_t rows, Py_ssize_t n_out, Py_ssize_t ld,
                                Py_ssize_t lda) noexcept nogil:
     gemm(True, False, <int> rows, <int> n_out, <int> m, alpha,
-         a_prev, <int> lda, dz, <int> n_out, beta, out, <int> n_out)
+         a_prev, <int> lda, dz, <int> ld, beta, out, <int> ld)
 
 
 cdef void bias_gradient(floating* out, const floating* dz, floating alpha, floating beta,
-                        Py_ssize_t m, Py_ssize_t n_out) noexcept nogil:
+                        Py_ssize_t m, Py_ssize_t n_out, Py_ssize_t ld) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef const floating* row
     if beta == 0:
@@ -236,7 +236,7 @@ cdef void bias_gradient(floating* out, const floating* dz, floating alpha, float
         for j in range(n_out):
             out[j] *= beta
     for i in range(m):
-        row = dz + i * n_out
+        row = dz + i * ld
         if alpha == 1:
             for j in range(n_out):
                 out[j] += row[j]

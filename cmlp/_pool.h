@@ -20,6 +20,12 @@
  *   version kept the count in a field of its own: a helper that read the
  *   next job's larger count beside the old word ran a task too many, and
  *   the caller waited forever, seen once in a benchmark.)
+ * - Owned jobs (cmlp_pool_run_owned, at most 16 tasks): task w goes to
+ *   worker w when that worker comes for it before anyone else does, the
+ *   rest to whoever is free. The claim word's `next` field is then a mask
+ *   of the claimed tasks. A split whose task w touches the same columns of
+ *   W in every phase keeps them in one core's cache; a thread that does not
+ *   come (its core taken) still has its task taken by another.
  * - Waiting spins briefly (the next step's job usually comes within
  *   microseconds), yielding the core between polls, then sleeps on a futex:
  *   idle helpers cost nothing, and a caller whose helper was descheduled
@@ -124,17 +130,38 @@ static inline void cmlp_cpu_relax(void) {
 #define CMLP_CLAIM_TASKS(c) ((uint32_t)(((c) >> 16) & 0xFFFF))
 #define CMLP_CLAIM_NEXT(c) ((uint32_t)((c) & 0xFFFF))
 #define CMLP_GEN_MASK 0xFFFFFFu
-#define CMLP_MAX_TASKS 0xFFFF
+/* The task count's top bit marks an owned job. */
+#define CMLP_OWNED 0x8000u
+#define CMLP_MAX_TASKS 0x7FFF
+#define CMLP_MAX_OWNED_TASKS 16
+/* The task to claim in claim word c by `worker`, or -1 when none is left. */
+static inline int cmlp_claim_index(uint64_t c, int worker) {
+    uint32_t tasks = CMLP_CLAIM_TASKS(c), next = CMLP_CLAIM_NEXT(c), free_;
+    if (!(tasks & CMLP_OWNED))
+        return next < tasks ? (int)next : -1;
+    tasks &= ~CMLP_OWNED;
+    free_ = ~next & (tasks >= 16 ? 0xFFFFu : (1u << tasks) - 1u);
+    if (!free_)
+        return -1;
+    if (worker < (int)tasks && (free_ >> worker & 1u))
+        return worker;
+    return __builtin_ctz(free_);
+}
+static inline uint64_t cmlp_claimed(uint64_t c, int index) {
+    return CMLP_CLAIM_TASKS(c) & CMLP_OWNED ? c | (1u << index) : c + 1;
+}
 
 /* Claim and run tasks of generation `gen` (24 bits) until none is left. */
 static void cmlp_pool_work(uint32_t gen, cmlp_task_fn fn, void *ctx, int worker) {
     for (;;) {
         uint64_t c = __atomic_load_n(&cmlp_pool.claim, __ATOMIC_ACQUIRE);
-        uint32_t index = CMLP_CLAIM_NEXT(c);
-        if (CMLP_CLAIM_GEN(c) != gen || worker >= CMLP_CLAIM_THREADS(c)
-                || index >= CMLP_CLAIM_TASKS(c))
+        int index;
+        if (CMLP_CLAIM_GEN(c) != gen || worker >= CMLP_CLAIM_THREADS(c))
             return;
-        if (!__atomic_compare_exchange_n(&cmlp_pool.claim, &c, c + 1, 0,
+        index = cmlp_claim_index(c, worker);
+        if (index < 0)
+            return;
+        if (!__atomic_compare_exchange_n(&cmlp_pool.claim, &c, cmlp_claimed(c, index), 0,
                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
             continue;
         fn(ctx, (Py_ssize_t)index, worker);
@@ -224,8 +251,10 @@ static int cmlp_pool_grow(int threads) {
 }
 
 /* Run fn(ctx, task, worker) for every task in [0, n_tasks) on up to
-   `threads` threads (this one included); returns when all have finished. */
-static void cmlp_pool_run(cmlp_task_fn fn, void *ctx, Py_ssize_t n_tasks, int threads) {
+   `threads` threads (this one included); returns when all have finished.
+   owned: task w to worker w when it comes first (n_tasks <= 16). */
+static void cmlp_pool_job(cmlp_task_fn fn, void *ctx, Py_ssize_t n_tasks, int threads,
+                          int owned) {
     Py_ssize_t t;
     int expected = 0, r;
     uint32_t gen;
@@ -236,6 +265,8 @@ static void cmlp_pool_run(cmlp_task_fn fn, void *ctx, Py_ssize_t n_tasks, int th
         threads = (int)n_tasks;
     if (threads > 1)
         threads = cmlp_pool_grow(threads);
+    if (owned && n_tasks > CMLP_MAX_OWNED_TASKS)
+        owned = 0;
     if (threads <= 1 || n_tasks > CMLP_MAX_TASKS
             || !__atomic_compare_exchange_n(&cmlp_pool.busy, &expected, 1, 0,
                                             __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
@@ -259,7 +290,8 @@ static void cmlp_pool_run(cmlp_task_fn fn, void *ctx, Py_ssize_t n_tasks, int th
     __atomic_store_n(&cmlp_pool.remaining, (int)n_tasks, __ATOMIC_SEQ_CST);
     __atomic_store_n(&cmlp_pool.caller_sleeping, 0, __ATOMIC_SEQ_CST);
     __atomic_store_n(&cmlp_pool.claim, ((uint64_t)(gen & CMLP_GEN_MASK) << 40)
-                     | ((uint64_t)threads << 32) | ((uint64_t)n_tasks << 16), __ATOMIC_RELEASE);
+                     | ((uint64_t)threads << 32)
+                     | ((uint64_t)(n_tasks | (owned ? CMLP_OWNED : 0)) << 16), __ATOMIC_RELEASE);
     __atomic_store_n(&cmlp_pool.generation, (int)gen, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&cmlp_pool.sleepers, __ATOMIC_SEQ_CST) > 0)
         cmlp_futex(&cmlp_pool.generation, FUTEX_WAKE_PRIVATE, threads - 1);
@@ -294,6 +326,13 @@ static void cmlp_pool_run(cmlp_task_fn fn, void *ctx, Py_ssize_t n_tasks, int th
     __atomic_store_n(&cmlp_pool.busy, 0, __ATOMIC_RELEASE);
 }
 
+static void cmlp_pool_run(cmlp_task_fn fn, void *ctx, Py_ssize_t n_tasks, int threads) {
+    cmlp_pool_job(fn, ctx, n_tasks, threads, 0);
+}
+static void cmlp_pool_run_owned(cmlp_task_fn fn, void *ctx, Py_ssize_t n_tasks,
+                                int threads) {
+    cmlp_pool_job(fn, ctx, n_tasks, threads, 1);
+}
 static void cmlp_pool_stats(long *shared, long *solo) {
     *shared = cmlp_pool.jobs_shared;
     *solo = cmlp_pool.jobs_solo;

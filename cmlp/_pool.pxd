@@ -8,6 +8,11 @@ ctypedef void (*task_fn)(void* ctx, Py_ssize_t task, int worker) noexcept nogil
 # caller included; returns when all have finished.
 cdef void pool_run(task_fn fn, void* ctx, Py_ssize_t n_tasks, int threads) noexcept nogil
 
+# pool_run, but task w runs on worker w when that worker comes for it first
+# (else on whoever is free): a task that works on the same data every phase
+# finds it in its core's cache. At most 16 tasks (more: as pool_run).
+cdef void pool_run_owned(task_fn fn, void* ctx, Py_ssize_t n_tasks, int threads) noexcept nogil
+
 # How many threads a pass of `rows` rows through a network of `n_params`
 # parameters uses when `threads` are allowed (the rule: _pool.pyx).
 cdef int threads_for(int threads, Py_ssize_t rows, Py_ssize_t n_params) noexcept nogil

@@ -25,6 +25,7 @@ Design
 cdef extern from "_pool.h" nogil:
     ctypedef void (*cmlp_task_fn)(void* ctx, Py_ssize_t task, int worker) noexcept nogil
     void cmlp_pool_run(cmlp_task_fn fn, void* ctx, Py_ssize_t n_tasks, int threads)
+    void cmlp_pool_run_owned(cmlp_task_fn fn, void* ctx, Py_ssize_t n_tasks, int threads)
     int cmlp_pool_helpers()
     void cmlp_pool_stats(long* shared, long* solo)
     int CMLP_POOL_MAX_THREADS
@@ -38,6 +39,11 @@ MAX_THREADS = CMLP_POOL_MAX_THREADS
 
 cdef void pool_run(task_fn fn, void* ctx, Py_ssize_t n_tasks, int threads) noexcept nogil:
     cmlp_pool_run(<cmlp_task_fn> fn, ctx, n_tasks, threads)
+
+
+cdef void pool_run_owned(task_fn fn, void* ctx, Py_ssize_t n_tasks,
+                         int threads) noexcept nogil:
+    cmlp_pool_run_owned(<cmlp_task_fn> fn, ctx, n_tasks, threads)
 
 
 cdef int threads_for(int threads, Py_ssize_t rows, Py_ssize_t n_params) noexcept nogil:
@@ -88,8 +94,9 @@ cdef void _count_task(void* ctx, Py_ssize_t task, int worker) noexcept nogil:
 
 def _stress(Py_ssize_t jobs, int max_threads):
     """Run `jobs` jobs back to back without the GIL, each of a different
-    size (1 to 40 tasks) and thread count (2 to max_threads); returns the
-    number of jobs in which some task did not run exactly once (0)."""
+    size (1 to 40 tasks) and thread count (2 to max_threads), every third
+    one owned (pool_run_owned); returns the number of jobs in which some
+    task did not run exactly once (0)."""
     cdef int counts[40]
     cdef _CountJob job
     cdef Py_ssize_t j, t, n
@@ -102,7 +109,10 @@ def _stress(Py_ssize_t jobs, int max_threads):
             threads = 2 + <int> ((j * 104729) % (max_threads - 1))
             for t in range(n):
                 counts[t] = 0
-            pool_run(_count_task, &job, n, threads)
+            if j % 3 == 2:
+                pool_run_owned(_count_task, &job, n, threads)
+            else:
+                pool_run(_count_task, &job, n, threads)
             for t in range(n):
                 if counts[t] != 1:
                     bad += 1

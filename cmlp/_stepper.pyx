@@ -50,6 +50,9 @@ from cmlp._blas cimport serial_blas_enter, serial_blas_leave
 from cmlp._data_parallel cimport (SplitStep, optimizer_step_range, shares_for,
                                   split_forward_backward, split_optimizer_step,
                                   split_weight_gradients)
+from cmlp._feature_split cimport (by_features, feature_split_allocate,
+                                  feature_split_forward_backward, feature_split_free,
+                                  feature_split_weight_gradients)
 from cmlp._engine cimport (Layout, NetLayout, backward_pass, check_signals, forward_pass,
                            monotonic_seconds, work_per_row)
 from cmlp._fork_gate cimport gate_enter, gate_leave
@@ -259,6 +262,8 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
     cdef int threads = self.threads if not isinstance(self.X, CsrMatrix) else 1
     cdef int parts = 1
     cdef SplitStep split
+    cdef bint features = False
+    split.copies = NULL
     if isinstance(self.X, CsrMatrix):
         rows = (<CsrMatrix> self.X).c
         sparse = &rows
@@ -269,6 +274,8 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                      &weights[0] if weighted else NULL,
                      &batch_targets[0, 0] if not softmax else NULL,
                      &batch_weights[0] if weighted else NULL, s1, s2, floating is float)
+        if by_features(layout, threads):
+            feature_split_allocate(&split, threads, batch)
     serial_blas_enter()
     try:
         with nogil:
@@ -293,10 +300,14 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                         split.weight_total = 0
                         for i in range(m):
                             split.weight_total += weights[order[start + i]]
-                    loss = split_forward_backward(&split, parts, &hits)
+                    features = split.copies != NULL and by_features(layout, parts)
+                    if features:
+                        loss = feature_split_forward_backward(&split, parts, &hits)
+                    else:
+                        loss = split_forward_backward(&split, parts, &hits)
                     if hooked:
                         # The hook sees the whole batch's gradient; the step follows it.
-                        split_weight_gradients(&split, parts, False)
+                        _split_weight_gradients(&split, parts, False, features)
                     x_next = NULL
                 else:
                     if batch == 1:
@@ -372,7 +383,7 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                     if hooked:
                         split_optimizer_step(&split, parts)
                     else:
-                        split_weight_gradients(&split, parts, True)
+                        _split_weight_gradients(&split, parts, True, features)
                     gate_leave()
                 elif not fused:
                     gate_enter()
@@ -388,11 +399,20 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                 start += m
     finally:
         serial_blas_leave()
+        feature_split_free(&split)
     if not finite:
         raise ValueError(
             f"the training loss became non-finite after {self.rows_done} samples of this "
             "pass; the learning rate is probably too high for this data")
     return 0
+
+
+cdef inline void _split_weight_gradients(SplitStep* split, int parts, bint step,
+                                         bint features) noexcept nogil:
+    if features:
+        feature_split_weight_gradients(split, parts, step)
+    else:
+        split_weight_gradients(split, parts, step)
 
 
 cdef int _split_setup(SplitStep* split, BatchStepper self, floating* params, floating* grads,

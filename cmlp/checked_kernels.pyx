@@ -169,49 +169,59 @@ def _linear_forward_columns(floating[:, ::1] z, const floating[:, ::1] a_prev,
                                  W.shape[0], W.shape[1], c0, c1)
 
 
-def weight_gradient_rows(out, dz, a_prev, alpha, beta, first=0):
+def weight_gradient_rows(out, dz, a_prev, alpha, beta, first=0, columns=None):
     """alpha * a_prev[:, first:first + rows]^T @ dz + beta * out, for out
     (rows, n_out), dz (m, n_out), a_prev (m, n_in): rows of dW (or of an
-    SGD step in place, alpha -lr, beta 1). Returns a new array."""
+    SGD step in place, alpha -lr, beta 1). columns=(c0, c1): only those
+    columns of out, from those of dz (the rest of out is returned as it
+    was). Returns a new array."""
     out, dz, a_prev = _floats(out, dz, a_prev)
     for a, name in ((out, "out"), (dz, "dz"), (a_prev, "a_prev")):
         _matrix(a, name)
+    c0, c1 = (0, dz.shape[1]) if columns is None else columns
     if (a_prev.shape[0] != dz.shape[0] or out.shape[1] != dz.shape[1]
-            or not 0 <= first <= a_prev.shape[1] - out.shape[0]):
-        raise ValueError(f"shapes out {out.shape}, dz {dz.shape}, a_prev {a_prev.shape} "
-                         f"and first={first} do not fit")
+            or not 0 <= first <= a_prev.shape[1] - out.shape[0]
+            or not 0 <= c0 < c1 <= dz.shape[1]):
+        raise ValueError(f"shapes out {out.shape}, dz {dz.shape}, a_prev {a_prev.shape}, "
+                         f"first={first} and columns={columns} do not fit")
     result = out.copy()
-    _weight_gradient_rows(result, dz, a_prev, alpha, beta, first)
+    _weight_gradient_rows(result, dz, a_prev, alpha, beta, first, c0, c1)
     return result
 
 
 def _weight_gradient_rows(floating[:, ::1] out, const floating[:, ::1] dz,
                           const floating[:, ::1] a_prev, double alpha, double beta,
-                          Py_ssize_t first):
+                          Py_ssize_t first, Py_ssize_t c0, Py_ssize_t c1):
     _fit(min(out.shape[0], dz.shape[0], dz.shape[1]) > 0 and a_prev.shape[0] == dz.shape[0]
-         and out.shape[1] == dz.shape[1] and 0 <= first <= a_prev.shape[1] - out.shape[0])
+         and out.shape[1] == dz.shape[1] and 0 <= first <= a_prev.shape[1] - out.shape[0]
+         and 0 <= c0 < c1 <= dz.shape[1])
     with nogil:
-        K.weight_gradient_rows(&out[0, 0], &dz[0, 0], &a_prev[0, first], <floating> alpha,
-                               <floating> beta, dz.shape[0], out.shape[0], dz.shape[1],
-                               a_prev.shape[1])
+        K.weight_gradient_rows(&out[0, c0], &dz[0, c0], &a_prev[0, first], <floating> alpha,
+                               <floating> beta, dz.shape[0], out.shape[0], c1 - c0,
+                               dz.shape[1], a_prev.shape[1])
 
 
-def bias_gradient(out, dz, alpha, beta):
-    """beta * out + alpha * (dz (m, n_out) summed over rows), row by row."""
+def bias_gradient(out, dz, alpha, beta, columns=None):
+    """beta * out + alpha * (dz (m, n_out) summed over rows), row by row;
+    columns=(c0, c1): only those entries (the rest as they were)."""
     out, dz = _floats(out, dz)
     _matrix(dz, "dz")
     if out.shape != (dz.shape[1],):
         raise ValueError(f"out must have shape ({dz.shape[1]},), got {out.shape}")
+    c0, c1 = (0, dz.shape[1]) if columns is None else columns
+    if not 0 <= c0 < c1 <= dz.shape[1]:
+        raise ValueError(f"columns={columns} do not fit {dz.shape[1]} columns")
     result = out.copy()
-    _bias_gradient(result, dz, alpha, beta)
+    _bias_gradient(result, dz, alpha, beta, c0, c1)
     return result
 
 
-def _bias_gradient(floating[::1] out, const floating[:, ::1] dz, double alpha, double beta):
-    _fit(dz.shape[0] > 0 and out.shape[0] == dz.shape[1])
+def _bias_gradient(floating[::1] out, const floating[:, ::1] dz, double alpha, double beta,
+                   Py_ssize_t c0, Py_ssize_t c1):
+    _fit(dz.shape[0] > 0 and out.shape[0] == dz.shape[1] and 0 <= c0 < c1 <= dz.shape[1])
     with nogil:
-        K.bias_gradient(&out[0], &dz[0, 0], <floating> alpha, <floating> beta, dz.shape[0],
-                        dz.shape[1])
+        K.bias_gradient(&out[c0], &dz[0, c0], <floating> alpha, <floating> beta, dz.shape[0],
+                        c1 - c0, dz.shape[1])
 
 
 def linear_backward_sgd(dz, a_prev, W, b, lr):

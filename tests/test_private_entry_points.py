@@ -153,10 +153,13 @@ KERNEL_CALLS = {
     "_linear_backward_input, short da": lambda: ck._linear_backward_input(
         z(2, 4), z(5, 3), z(4, 3), 0, 4),
     "_weight_gradient_rows": lambda: ck._weight_gradient_rows(z(3, 3), z(5, 3), z(5, 4), 1.0,
-                                                              0.0, 2),
+                                                              0.0, 2, 0, 3),
     "_weight_gradient_rows, short a_prev": lambda: ck._weight_gradient_rows(
-        z(3, 3), z(5, 3), z(4, 4), 1.0, 0.0, 0),
-    "_bias_gradient": lambda: ck._bias_gradient(z(4), z(5, 3), 1.0, 0.0),
+        z(3, 3), z(5, 3), z(4, 4), 1.0, 0.0, 0, 0, 3),
+    "_weight_gradient_rows, columns past dz": lambda: ck._weight_gradient_rows(
+        z(3, 3), z(5, 3), z(5, 3), 1.0, 0.0, 0, 1, 4),
+    "_bias_gradient": lambda: ck._bias_gradient(z(4), z(5, 3), 1.0, 0.0, 0, 3),
+    "_bias_gradient, empty columns": lambda: ck._bias_gradient(z(3), z(5, 3), 1.0, 0.0, 2, 2),
     "_activation_forward, unknown code": lambda: ck._activation_forward(99, z(3), z(3)),
     "_activation_forward, short output": lambda: ck._activation_forward(1, z(3), z(300)),
     "_activation_backward": lambda: ck._activation_backward(1, z(3), z(300), z(3)),

@@ -16,15 +16,20 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from cmlp import Network, TrainingDiverged, _data_parallel, _pool, checked_kernels, reference
+from cmlp import Network, TrainingDiverged, _data_parallel, _feature_split, _pool, checked_kernels, reference
 from cmlp._threads import default_threads
 
 from helpers import ENV, TESTS_DIR
 
 SIZES = [128, 256, 256, 10]         # 101,386 parameters: 128 rows split over 3 threads
+# The first layer holds 98 % of the weights: split by input features.
+FEATURES = [784, 128, 16, 10]
+# Each of the three ways a batch is split: (widths, batch size, input width).
+SPLITS = {"by-columns": (SIZES, 128), "by-rows": (SIZES, 256), "by-features": (FEATURES, 128)}
 
 
-def data(n=512, d=128, k=10, seed=0, dtype=np.float64):
+def data(n=512, d=128, k=10, seed=0, dtype=np.float64, sizes=None):
+    d = sizes[0] if sizes is not None else d
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((k, d))
     y = rng.integers(0, k, n)
@@ -34,7 +39,7 @@ def data(n=512, d=128, k=10, seed=0, dtype=np.float64):
 def trained(threads, dtype="float64", epochs=2, batch_size=128, seed=0, sizes=SIZES, X=None,
             y=None, **kwargs):
     if X is None:
-        X, y = data(dtype=dtype)
+        X, y = data(dtype=dtype, sizes=sizes)
     net = Network(sizes, dtype=dtype, seed=seed, **{k: kwargs.pop(k) for k in ("dropout",)
                                                      if k in kwargs})
     history = net.fit(X, y, epochs=epochs, batch_size=batch_size, verbose=0, threads=threads,
@@ -95,6 +100,16 @@ def test_the_pool_survives_jobs_of_changing_sizes_beside_a_busy_process():
 
 # ------------------------------------------------ equal to one thread ----
 
+def test_the_split_rule_goes_by_features_when_the_first_layer_dominates():
+    assert _feature_split.splits_by_features([784, 128, 64, 10], 2)          # 92 % in W1
+    assert _feature_split.splits_by_features(FEATURES, 3)
+    assert not _feature_split.splits_by_features(SIZES, 2)                   # 32 % in W1
+    assert not _feature_split.splits_by_features([784, 10], 2)               # one layer
+    assert not _feature_split.splits_by_features([12, 400, 10], 2)           # 12 features
+    # 784-512-256-10: W1 is 3x the rest.
+    assert _feature_split.splits_by_features([784, 512, 256, 10], 2)
+
+
 def test_the_split_rule_goes_by_rows_for_big_batches_only():
     assert _data_parallel.splits_by_rows(2, 256, 256)
     assert not _data_parallel.splits_by_rows(2, 128, 256)      # fewer rows than units
@@ -107,7 +122,7 @@ def test_the_split_rule_goes_by_rows_for_big_batches_only():
     assert not _data_parallel.splits_by_rows(3, 128, max(SIZES[1:-1]))
 
 
-@pytest.mark.parametrize("batch_size", [128, 256], ids=["by-columns", "by-rows"])
+@pytest.mark.parametrize("split", list(SPLITS))
 @pytest.mark.parametrize("dtype,tolerance", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("kwargs", [
     {},                                                         # plain SGD: fused in phase 2
@@ -116,12 +131,13 @@ def test_the_split_rule_goes_by_rows_for_big_batches_only():
     {"sample_weight": np.linspace(0.1, 3.0, 512)},
     {"dropout": 0.3},
 ], ids=["sgd", "adam", "nesterov-decay", "weighted", "dropout"])
-def test_a_threaded_run_equals_the_one_thread_run(dtype, tolerance, kwargs, batch_size):
+def test_a_threaded_run_equals_the_one_thread_run(dtype, tolerance, kwargs, split):
+    sizes, batch_size = SPLITS[split]
     before = shared_jobs()
-    one, h1 = trained(1, dtype, batch_size=batch_size, **kwargs)
+    one, h1 = trained(1, dtype, batch_size=batch_size, sizes=sizes, **dict(kwargs))
     assert shared_jobs() == before                              # threads=1: no pool job
     for threads in (2, 3):
-        many, h2 = trained(threads, dtype, batch_size=batch_size, **kwargs)
+        many, h2 = trained(threads, dtype, batch_size=batch_size, sizes=sizes, **dict(kwargs))
         assert relative(many.parameters, one.parameters) < tolerance, threads
         np.testing.assert_allclose(h2.loss, h1.loss, rtol=tolerance)
     assert shared_jobs() > before
@@ -143,11 +159,13 @@ def test_the_gelu_and_regression_paths_equal_one_thread():
         assert relative(nets[1].parameters, nets[0].parameters) < 1e-12, output
 
 
-@pytest.mark.parametrize("batch_size", [128, 256], ids=["by-columns", "by-rows"])
+@pytest.mark.parametrize("split", list(SPLITS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_a_fixed_thread_count_gives_the_same_bits(dtype, batch_size):
+def test_a_fixed_thread_count_gives_the_same_bits(dtype, split):
+    sizes, batch_size = SPLITS[split]
     for threads in (2, 3):
-        runs = [trained(threads, dtype, dropout=0.2, optimizer="adam", batch_size=batch_size)[0]
+        runs = [trained(threads, dtype, dropout=0.2, optimizer="adam", batch_size=batch_size,
+                        sizes=sizes)[0]
                 for _ in range(3)]
         for other in runs[1:]:
             np.testing.assert_array_equal(other.parameters, runs[0].parameters)
@@ -180,12 +198,13 @@ def test_partial_fit_and_the_batch_1_path_take_threads():
 
 # ------------------------------------------- the gradient the split makes ----
 
-@pytest.mark.parametrize("batch_size", [128, 256], ids=["by-columns", "by-rows"])
-def test_the_hook_sees_the_whole_batch_gradient_once_a_step(batch_size):
-    X, y = data()
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_the_hook_sees_the_whole_batch_gradient_once_a_step(split):
+    sizes, batch_size = SPLITS[split]
+    X, y = data(sizes=sizes)
     seen = {1: [], 2: []}
     for threads in (1, 2):
-        net = Network(SIZES, dtype="float64", seed=0)
+        net = Network(sizes, dtype="float64", seed=0)
         net.fit(X, y, epochs=1, batch_size=batch_size, shuffle=False, verbose=0,
                 threads=threads, gradient_hook=lambda g, w, t=threads: seen[t].append((w, g.copy())))
     assert [w for w, _ in seen[2]] == [float(batch_size)] * (512 // batch_size)
@@ -193,12 +212,12 @@ def test_the_hook_sees_the_whole_batch_gradient_once_a_step(batch_size):
         np.testing.assert_allclose(g2, g1, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("n", [128, 256], ids=["by-columns", "by-rows"])
-def test_the_split_gradient_matches_finite_differences(n):
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_the_split_gradient_matches_finite_differences(split):
     """The first step's gradient, as the split computes it (captured by the
     hook), against central differences of the batch's mean loss."""
-    X, y = data(n=n)
-    sizes = SIZES
+    sizes, n = SPLITS[split]
+    X, y = data(n=n, sizes=sizes)
     net = Network(sizes, dtype="float64", seed=3)
     start = net.parameters.copy()
     captured = []
@@ -240,17 +259,34 @@ def test_the_split_kernels_equal_their_numpy_twins(dtype):
         np.testing.assert_allclose(checked_kernels.bias_gradient(b, dz, alpha, beta),
                                    reference.bias_gradient(b, dz, alpha, beta), rtol=tol,
                                    atol=tol)
+        # A block of columns (the first-layer split's), the rest untouched.
+        got = checked_kernels.weight_gradient_rows(out, dz, a, alpha, beta, first=13,
+                                                   columns=(5, 17))
+        want = out.copy()
+        want[:, 5:17] = reference.weight_gradient_rows(out[:, 5:17], dz[:, 5:17], a[:, 13:33],
+                                                       alpha, beta)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        got = checked_kernels.bias_gradient(b, dz, alpha, beta, columns=(5, 17))
+        want = b.copy()
+        want[5:17] = reference.bias_gradient(b[5:17], dz[:, 5:17], alpha, beta)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
     with pytest.raises(ValueError, match="do not fit"):
         checked_kernels.weight_gradient_rows(out, dz, a, 1.0, 0.0, first=40)
+    with pytest.raises(ValueError, match="do not fit"):
+        checked_kernels.weight_gradient_rows(out, dz, a, 1.0, 0.0, columns=(20, 30))
+    with pytest.raises(ValueError, match="do not fit"):
+        checked_kernels.bias_gradient(b, dz, 1.0, 0.0, columns=(3, 3))
 
 
 # ----------------------------------------- what the one-thread loop keeps ----
 
-@pytest.mark.parametrize("batch_size", [128, 256], ids=["by-columns", "by-rows"])
-def test_ctrl_c_resumes_bit_identically_under_two_threads(tmp_path, batch_size):
-    X, y = data(n=1024)
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_ctrl_c_resumes_bit_identically_under_two_threads(tmp_path, split):
+    sizes, batch_size = SPLITS[split]
+    X, y = data(n=1024, sizes=sizes)
     kwargs = dict(epochs=3, batch_size=batch_size, optimizer="adam", dropout=0.2, threads=2,
-                  X=X, y=y)
+                  X=X, y=y, sizes=sizes)
+    assert _feature_split.splits_by_features(sizes, 2) == (split == "by-features")
     assert _data_parallel.splits_by_rows(2, batch_size, 256) == (batch_size == 256)
     whole, history = trained(**kwargs)
     calls = []
@@ -260,7 +296,7 @@ def test_ctrl_c_resumes_bit_identically_under_two_threads(tmp_path, batch_size):
         calls.append(weight)
         if len(calls) == per_epoch + 3:               # in epoch 2
             os.kill(os.getpid(), signal.SIGINT)
-    first = Network(SIZES, dtype="float64", seed=0, dropout=0.2)
+    first = Network(sizes, dtype="float64", seed=0, dropout=0.2)
     path = tmp_path / "run.npz"
     with pytest.raises(KeyboardInterrupt):
         first.fit(X, y, epochs=3, batch_size=batch_size, optimizer="adam", verbose=0,
@@ -275,9 +311,10 @@ def test_ctrl_c_resumes_bit_identically_under_two_threads(tmp_path, batch_size):
 
 
 @pytest.mark.filterwarnings("ignore::cmlp.InputScaleWarning")
-def test_divergence_rolls_back_under_two_threads():
-    X, y = data()
-    net = Network(SIZES, dtype="float64", seed=0)
+@pytest.mark.parametrize("sizes", [SIZES, FEATURES], ids=["by-columns", "by-features"])
+def test_divergence_rolls_back_under_two_threads(sizes):
+    X, y = data(sizes=sizes)
+    net = Network(sizes, dtype="float64", seed=0)
     net.fit(X, y, epochs=1, batch_size=128, verbose=0, threads=2)
     before = net.parameters.copy()
     jobs = shared_jobs()

@@ -1,0 +1,232 @@
+"""A training step over threads whose first layer is split by input
+features: each thread keeps its rows of W1 in its own core's cache.
+
+Design
+------
+* cmlp._data_parallel's split by rows has every thread read all of W1 each
+  step, after the other threads wrote their rows of it in the last step's
+  update: those rows travel from core to core every step. For 784-128-64-10
+  at batch 128 on 2 threads, OpenBLAS's packing of W1 (sgemm_itcopy) took
+  4x its one-thread time (perf), and the split gained 1.30x. (Splitting W1
+  by columns instead, with the smaller layers run by every thread, moved
+  less but ran 1.05x: two gathers of the whole batch, three barriers.)
+* Here task t owns input features [f0, f1) of the first layer, that is rows
+  [f0, f1) of W1, for the whole run (cmlp._pool's owned jobs give task t to
+  thread t):
+  - phase A: task t gathers columns [f0, f1) of the batch's rows and
+    computes its partial pre-activations P_t = X[:, f0:f1] @ W1[f0:f1, :]
+    for all rows (each thread packs half of W1 and half of X: together,
+    what one thread packs);
+  - phase B, by rows as cmlp._data_parallel's shares: z1 = b1 + P_0 + P_1
+    + ... (in task order) for the share's rows, then the rest of the
+    forward pass and the deltas of every layer for them;
+  - phase 2: task t's dW1[f0:f1, :] = X[:, f0:f1]^T @ dz1 over all rows,
+    and the step on those rows of W1 (task 0: b1 too), then the other
+    layers' blocks as cmlp._data_parallel's phase 2.
+  What crosses between cores is activation-sized (the partial sums of the
+  other task's rows, dz1), never W1.
+* Bits depend on the task count (the order of z1's partial sums), never
+  on the schedule.
+* The rule (by_features): the first layer holds at least FIRST_SHARE
+  times the weights of all the others.
+"""
+from cython cimport floating
+from libc.stdlib cimport free
+from libc.string cimport memcpy
+
+from cmlp._data_parallel cimport SplitStep, n_weight_blocks, step_range, weight_block
+from cmlp._engine cimport Layout, backward_deltas, forward_pass
+from cmlp._kernels cimport bias_gradient, weight_gradient_rows
+from cmlp._blas cimport gemm
+from cmlp._pool cimport pool_run_owned
+
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void** memptr, size_t alignment, size_t size)
+
+cdef enum:
+    FIRST_SHARE = 2
+    ALIGN = 128
+
+
+cdef bint by_features(const Layout* layout, int threads) noexcept nogil:
+    cdef Py_ssize_t l, rest = 0
+    for l in range(1, layout.n_layers):
+        rest += layout.sizes[l] * layout.sizes[l + 1]
+    return (layout.n_layers > 1 and layout.sizes[0] >= 8 * threads
+            and rest * FIRST_SHARE <= layout.sizes[0] * layout.sizes[1])
+
+
+def splits_by_features(sizes, int threads):
+    """Whether a network of these layer widths trains on `threads` threads
+    with its first layer split by input features (cmlp._feature_split)."""
+    cdef Py_ssize_t l, rest = 0
+    sizes = [int(n) for n in sizes]
+    for l in range(1, len(sizes) - 1):
+        rest += sizes[l] * sizes[l + 1]
+    return (len(sizes) > 2 and sizes[0] >= 8 * threads
+            and rest * FIRST_SHARE <= sizes[0] * sizes[1])
+
+
+cdef inline Py_ssize_t _aligned(Py_ssize_t n, Py_ssize_t item) noexcept nogil:
+    return (n * item + ALIGN - 1) // ALIGN * ALIGN // item
+
+
+cdef int feature_split_allocate(SplitStep* s, int copies, Py_ssize_t batch) except -1:
+    cdef const Layout* layout = s.layout
+    cdef Py_ssize_t item = sizeof(float) if s.single else sizeof(double)
+    cdef Py_ssize_t widest = (layout.sizes[0] + copies - 1) // copies
+    cdef Py_ssize_t x = _aligned(batch * widest, item)
+    cdef Py_ssize_t partial = _aligned(batch * layout.sizes[1], item)
+    cdef void* memory = NULL
+    s.partial_at, s.copy_stride = x, x + partial
+    if posix_memalign(&memory, ALIGN, copies * s.copy_stride * item) != 0:
+        raise MemoryError(f"the feature split's {copies} blocks of a batch")
+    s.copies, s.n_copies = memory, copies
+    return 0
+
+
+cdef void feature_split_free(SplitStep* s) noexcept nogil:
+    free(s.copies)
+    s.copies, s.n_copies = NULL, 0
+
+
+cdef inline floating* _copy(const SplitStep* s, Py_ssize_t t, floating* dtype_) noexcept nogil:
+    return <floating*> s.copies + t * s.copy_stride
+
+
+cdef inline void _features(const SplitStep* s, Py_ssize_t t, Py_ssize_t* f0,
+                           Py_ssize_t* f1) noexcept nogil:
+    f0[0] = t * s.d // s.shares
+    f1[0] = (t + 1) * s.d // s.shares
+
+
+cdef inline void _rows_of(const SplitStep* s, Py_ssize_t p, Py_ssize_t* r0,
+                          Py_ssize_t* r1) noexcept nogil:
+    r0[0] = p * s.m // s.shares
+    r1[0] = (p + 1) * s.m // s.shares
+
+
+cdef inline void _phase_a(SplitStep* s, Py_ssize_t t, floating* dtype_) noexcept nogil:
+    # Features [f0, f1) of the batch's rows into block t, and P_t.
+    cdef Py_ssize_t i, f0, f1, d = s.d, n1 = s.layout.sizes[1]
+    cdef const floating* X = <const floating*> s.X
+    cdef floating* x_t = _copy(s, t, dtype_)
+    cdef const floating* W1 = <const floating*> s.params + s.layout.w_offsets[0]
+    _features(s, t, &f0, &f1)
+    for i in range(s.m):
+        memcpy(x_t + i * (f1 - f0), X + s.order[i] * d + f0, (f1 - f0) * sizeof(floating))
+    gemm(False, False, <int> s.m, <int> n1, <int> (f1 - f0), <floating> 1.0, x_t,
+         <int> (f1 - f0), W1 + f0 * n1, <int> n1, <floating> 0.0, x_t + s.partial_at,
+         <int> n1)
+
+
+cdef void _phase_a_task(void* ctx, Py_ssize_t t, int worker) noexcept nogil:
+    cdef SplitStep* s = <SplitStep*> ctx
+    if s.single:
+        _phase_a(s, t, <float*> NULL)
+    else:
+        _phase_a(s, t, <double*> NULL)
+
+
+cdef inline void _phase_b(SplitStep* s, Py_ssize_t p, floating* dtype_) noexcept nogil:
+    # Rows [r0, r1): z1 from the partial sums, then the rest of the forward
+    # pass and every layer's deltas, where the whole batch's would be.
+    cdef Py_ssize_t i, j, t, r0, r1, row, rows, hits = 0, n1 = s.layout.sizes[1], k = s.k
+    cdef floating* z1 = <floating*> s.work        # layer 1's slot comes first
+    cdef const floating* b1 = <const floating*> s.params + s.layout.b_offsets[0]
+    cdef const floating* partial
+    cdef floating* z
+    cdef const floating* w = NULL
+    cdef double weight, scale = 0
+    _rows_of(s, p, &r0, &r1)
+    rows = r1 - r0
+    for i in range(r0, r1):
+        z = z1 + i * n1
+        memcpy(z, b1, n1 * sizeof(floating))
+        for t in range(s.shares):
+            partial = _copy(s, t, dtype_) + s.partial_at + i * n1
+            for j in range(n1):
+                z[j] += partial[j]
+        row = s.order[i]
+        if s.labels != NULL:
+            s.batch_labels[i] = s.labels[row]
+        else:
+            memcpy(<floating*> s.batch_targets + i * k, <const floating*> s.targets + row * k,
+                   k * sizeof(floating))
+        if s.weights != NULL:
+            (<floating*> s.batch_weights)[i] = (<const floating*> s.weights)[row]
+    weight = rows
+    if s.weights != NULL:
+        w = <const floating*> s.batch_weights + r0
+        weight = 0
+        for i in range(rows):
+            weight += w[i]
+    if s.weight_total > 0:
+        scale = s.gradient_scale * weight / s.weight_total
+    forward_pass(<floating*> s.work, <const floating*> s.params, s.layout, <floating*> NULL,
+                 rows, True, s.dropout_key, s.batch_index, NULL, True, NULL, r0, s.m)
+    s.loss[p] = backward_deltas(<floating*> s.deltas, <const floating*> s.params,
+                                <floating*> s.work, s.layout,
+                                s.batch_labels + r0 if s.labels != NULL else NULL,
+                                <const floating*> s.batch_targets + r0 * k
+                                if s.labels == NULL else NULL,
+                                w, rows, True, <floating> scale, &hits, r0, s.m)
+    s.hits[p] = hits
+
+
+cdef void _phase_b_task(void* ctx, Py_ssize_t p, int worker) noexcept nogil:
+    cdef SplitStep* s = <SplitStep*> ctx
+    if s.single:
+        _phase_b(s, p, <float*> NULL)
+    else:
+        _phase_b(s, p, <double*> NULL)
+
+
+cdef double feature_split_forward_backward(SplitStep* s, int threads,
+                                           Py_ssize_t* hits) noexcept nogil:
+    cdef Py_ssize_t p
+    cdef double loss = 0
+    s.shares = threads
+    pool_run_owned(_phase_a_task, s, threads, threads)
+    pool_run_owned(_phase_b_task, s, threads, threads)
+    hits[0] = 0
+    for p in range(threads):
+        loss += s.loss[p]
+        hits[0] += s.hits[p]
+    return loss
+
+
+cdef inline void _first_layer_rows(SplitStep* s, Py_ssize_t t, floating* dtype_) noexcept nogil:
+    # Rows [f0, f1) of dW1 from block t's features over all rows (task 0: db1
+    # too), or with a fused SGD step the step itself on those rows.
+    cdef const Layout* layout = s.layout
+    cdef Py_ssize_t f0, f1, n1 = layout.sizes[1]
+    cdef bint fused = s.step_now and s.fused_sgd
+    cdef floating* target = <floating*> (s.params if fused else s.grads)
+    cdef floating alpha = -<floating> s.lr if fused else 1
+    cdef const floating* dz1 = <const floating*> s.deltas     # layer 1's region comes first
+    cdef Py_ssize_t w0 = layout.w_offsets[0], b0 = layout.b_offsets[0]
+    _features(s, t, &f0, &f1)
+    weight_gradient_rows(target + w0 + f0 * n1, dz1, _copy(s, t, dtype_), alpha,
+                         1 if fused else 0, s.m, f1 - f0, n1, n1, f1 - f0)
+    if t == 0:
+        bias_gradient(target + b0, dz1, alpha, 1 if fused else 0, s.m, n1, n1)
+    if s.step_now and not fused:
+        step_range(s, w0 + f0 * n1, w0 + f1 * n1)
+        if t == 0:
+            step_range(s, b0, b0 + n1)
+
+
+cdef void _phase_2_task(void* ctx, Py_ssize_t j, int worker) noexcept nogil:
+    cdef SplitStep* s = <SplitStep*> ctx
+    if j >= s.shares:
+        weight_block(s, j - s.shares, 1, s.work, s.deltas, NULL)
+    elif s.single:
+        _first_layer_rows(s, j, <float*> NULL)
+    else:
+        _first_layer_rows(s, j, <double*> NULL)
+
+
+cdef void feature_split_weight_gradients(SplitStep* s, int threads, bint step) noexcept nogil:
+    s.step_now, s.threads = step, threads
+    pool_run_owned(_phase_2_task, s, s.shares + n_weight_blocks(s, 1), threads)
