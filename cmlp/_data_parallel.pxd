@@ -70,6 +70,17 @@ cdef double split_forward_backward(SplitStep* s, int threads,
 # step straight into W and b instead (no gradient written).
 cdef void split_weight_gradients(SplitStep* s, int threads, bint step) noexcept nogil
 
+# Share p of the batch: rows [r0, r0 + rows), consecutive, the last ones
+# larger by a row when m does not divide.
+cdef void share_rows(const SplitStep* s, Py_ssize_t p, Py_ssize_t* r0,
+                     Py_ssize_t* rows) noexcept nogil
+
+# Share p through forward_pass and backward_deltas, in the whole batch's
+# layout: its labels (targets, weights) gathered, its loss and hits into
+# s.loss[p], s.hits[p]. Its rows of X are gathered first; with
+# first_layer_done, its rows of z1 are in layer 1's slot of s.work instead.
+cdef void share_pass(SplitStep* s, Py_ssize_t p, bint first_layer_done) noexcept nogil
+
 # Block j of phase 2's blocks of layers first.. (rows of W_l, over all m
 # rows, from this workspace, deltas and batch input), as split_weight_gradients
 # runs them; n_weight_blocks(s, first) of them.

@@ -71,25 +71,33 @@ cdef Py_ssize_t shares_for(int threads, Py_ssize_t m) noexcept nogil:
     return threads
 
 
-cdef inline void _share_rows(const SplitStep* s, Py_ssize_t p, Py_ssize_t* r0,
-                             Py_ssize_t* rows) noexcept nogil:
+cdef void share_rows(const SplitStep* s, Py_ssize_t p, Py_ssize_t* r0,
+                     Py_ssize_t* rows) noexcept nogil:
     r0[0] = p * s.m // s.shares
     rows[0] = (p + 1) * s.m // s.shares - r0[0]
 
 
 cdef inline void _gather(SplitStep* s, Py_ssize_t r0, Py_ssize_t rows,
                          floating* dtype_) noexcept nogil:
-    # Rows [r0, r0 + rows) of the batch into its scratch.
-    cdef Py_ssize_t i, row, d = s.d, k = s.k
+    # Rows [r0, r0 + rows) of the batch into its scratch: X, then the rest.
+    cdef Py_ssize_t i, d = s.d
     cdef const floating* X = <const floating*> s.X
+    cdef floating* batch_X = <floating*> s.batch_X
+    for i in range(r0, r0 + rows):
+        memcpy(batch_X + i * d, X + s.order[i] * d, d * sizeof(floating))
+    _gather_labels(s, r0, rows, dtype_)
+
+
+cdef inline void _gather_labels(SplitStep* s, Py_ssize_t r0, Py_ssize_t rows,
+                                floating* dtype_) noexcept nogil:
+    # The labels (or targets) and weights of rows [r0, r0 + rows).
+    cdef Py_ssize_t i, row, k = s.k
     cdef const floating* targets = <const floating*> s.targets
     cdef const floating* weights = <const floating*> s.weights
-    cdef floating* batch_X = <floating*> s.batch_X
     cdef floating* batch_targets = <floating*> s.batch_targets
     cdef floating* batch_weights = <floating*> s.batch_weights
     for i in range(r0, r0 + rows):
         row = s.order[i]
-        memcpy(batch_X + i * d, X + row * d, d * sizeof(floating))
         if s.labels != NULL:
             s.batch_labels[i] = s.labels[row]
         else:
@@ -117,7 +125,8 @@ cdef inline void _labels_of(SplitStep* s, Py_ssize_t r0, Py_ssize_t rows, const 
             weight[0] += w[0][i]
 
 
-cdef inline void _share(SplitStep* s, Py_ssize_t p, floating* dtype_) noexcept nogil:
+cdef inline void _share(SplitStep* s, Py_ssize_t p, bint first_layer_done,
+                        floating* dtype_) noexcept nogil:
     # Share p: rows [r0, r0 + rows) of the batch, written where the whole
     # batch's would be (forward_pass's row0, region_rows), so that phase 2
     # finds every layer's inputs and deltas as (m, width) matrices.
@@ -126,32 +135,38 @@ cdef inline void _share(SplitStep* s, Py_ssize_t p, floating* dtype_) noexcept n
     cdef const floating* tgt
     cdef const floating* w
     cdef double share_weight, scale = 0
-    _share_rows(s, p, &r0, &rows)
-    _gather(s, r0, rows, dtype_)
+    share_rows(s, p, &r0, &rows)
+    if first_layer_done:
+        _gather_labels(s, r0, rows, dtype_)
+    else:
+        _gather(s, r0, rows, dtype_)
     _labels_of(s, r0, rows, &lab, &tgt, &w, &share_weight)
     if s.weight_total > 0:
         scale = s.gradient_scale * share_weight / s.weight_total
     forward_pass(<floating*> s.work, <const floating*> s.params, s.layout,
-                 <const floating*> s.batch_X + r0 * s.d, rows, True, s.dropout_key,
-                 s.batch_index, NULL, False, NULL, r0, s.m)
+                 NULL if first_layer_done else <const floating*> s.batch_X + r0 * s.d, rows,
+                 True, s.dropout_key, s.batch_index, NULL, first_layer_done, NULL, r0, s.m)
     s.loss[p] = backward_deltas(<floating*> s.deltas, <const floating*> s.params,
                                 <floating*> s.work, s.layout, lab, tgt, w, rows, True,
                                 <floating> scale, &hits, r0, s.m)
     s.hits[p] = hits
 
 
-cdef void _share_task(void* ctx, Py_ssize_t p, int worker) noexcept nogil:
-    cdef SplitStep* s = <SplitStep*> ctx
+cdef void share_pass(SplitStep* s, Py_ssize_t p, bint first_layer_done) noexcept nogil:
     if s.single:
-        _share(s, p, <float*> NULL)
+        _share(s, p, first_layer_done, <float*> NULL)
     else:
-        _share(s, p, <double*> NULL)
+        _share(s, p, first_layer_done, <double*> NULL)
+
+
+cdef void _share_task(void* ctx, Py_ssize_t p, int worker) noexcept nogil:
+    share_pass(<SplitStep*> ctx, p, False)
 
 
 cdef void _gather_task(void* ctx, Py_ssize_t p, int worker) noexcept nogil:
     cdef SplitStep* s = <SplitStep*> ctx
     cdef Py_ssize_t r0, rows
-    _share_rows(s, p, &r0, &rows)
+    share_rows(s, p, &r0, &rows)
     if s.single:
         _gather(s, r0, rows, <float*> NULL)
     else:

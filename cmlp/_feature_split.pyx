@@ -34,8 +34,9 @@ from cython cimport floating
 from libc.stdlib cimport free
 from libc.string cimport memcpy
 
-from cmlp._data_parallel cimport SplitStep, n_weight_blocks, step_range, weight_block
-from cmlp._engine cimport Layout, backward_deltas, forward_pass
+from cmlp._data_parallel cimport (SplitStep, n_weight_blocks, share_pass, share_rows, step_range,
+                                  weight_block)
+from cmlp._engine cimport Layout
 from cmlp._kernels cimport bias_gradient, weight_gradient_rows
 from cmlp._blas cimport gemm
 from cmlp._pool cimport pool_run_owned
@@ -100,12 +101,6 @@ cdef inline void _features(const SplitStep* s, Py_ssize_t t, Py_ssize_t* f0,
     f1[0] = (t + 1) * s.d // s.shares
 
 
-cdef inline void _rows_of(const SplitStep* s, Py_ssize_t p, Py_ssize_t* r0,
-                          Py_ssize_t* r1) noexcept nogil:
-    r0[0] = p * s.m // s.shares
-    r1[0] = (p + 1) * s.m // s.shares
-
-
 cdef inline void _phase_a(SplitStep* s, Py_ssize_t t, floating* dtype_) noexcept nogil:
     # Features [f0, f1) of the batch's rows into block t, and P_t.
     cdef Py_ssize_t i, f0, f1, d = s.d, n1 = s.layout.sizes[1]
@@ -129,49 +124,22 @@ cdef void _phase_a_task(void* ctx, Py_ssize_t t, int worker) noexcept nogil:
 
 
 cdef inline void _phase_b(SplitStep* s, Py_ssize_t p, floating* dtype_) noexcept nogil:
-    # Rows [r0, r1): z1 from the partial sums, then the rest of the forward
-    # pass and every layer's deltas, where the whole batch's would be.
-    cdef Py_ssize_t i, j, t, r0, r1, row, rows, hits = 0, n1 = s.layout.sizes[1], k = s.k
-    cdef floating* z1 = <floating*> s.work        # layer 1's slot comes first
+    # Share p's rows: z1 = b1 + the partial sums in task order, into layer
+    # 1's slot where the whole batch's would be; then the rest of the share
+    # as cmlp._data_parallel runs it.
+    cdef Py_ssize_t i, j, t, r0, rows, n1 = s.layout.sizes[1]
     cdef const floating* b1 = <const floating*> s.params + s.layout.b_offsets[0]
     cdef const floating* partial
     cdef floating* z
-    cdef const floating* w = NULL
-    cdef double weight, scale = 0
-    _rows_of(s, p, &r0, &r1)
-    rows = r1 - r0
-    for i in range(r0, r1):
-        z = z1 + i * n1
+    share_rows(s, p, &r0, &rows)
+    for i in range(r0, r0 + rows):
+        z = <floating*> s.work + i * n1                # layer 1's slot comes first
         memcpy(z, b1, n1 * sizeof(floating))
         for t in range(s.shares):
             partial = _copy(s, t, dtype_) + s.partial_at + i * n1
             for j in range(n1):
                 z[j] += partial[j]
-        row = s.order[i]
-        if s.labels != NULL:
-            s.batch_labels[i] = s.labels[row]
-        else:
-            memcpy(<floating*> s.batch_targets + i * k, <const floating*> s.targets + row * k,
-                   k * sizeof(floating))
-        if s.weights != NULL:
-            (<floating*> s.batch_weights)[i] = (<const floating*> s.weights)[row]
-    weight = rows
-    if s.weights != NULL:
-        w = <const floating*> s.batch_weights + r0
-        weight = 0
-        for i in range(rows):
-            weight += w[i]
-    if s.weight_total > 0:
-        scale = s.gradient_scale * weight / s.weight_total
-    forward_pass(<floating*> s.work, <const floating*> s.params, s.layout, <floating*> NULL,
-                 rows, True, s.dropout_key, s.batch_index, NULL, True, NULL, r0, s.m)
-    s.loss[p] = backward_deltas(<floating*> s.deltas, <const floating*> s.params,
-                                <floating*> s.work, s.layout,
-                                s.batch_labels + r0 if s.labels != NULL else NULL,
-                                <const floating*> s.batch_targets + r0 * k
-                                if s.labels == NULL else NULL,
-                                w, rows, True, <floating> scale, &hits, r0, s.m)
-    s.hits[p] = hits
+    share_pass(s, p, True)
 
 
 cdef void _phase_b_task(void* ctx, Py_ssize_t p, int worker) noexcept nogil:
