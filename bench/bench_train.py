@@ -10,8 +10,9 @@ float32 (and cmlp in float64), from the same initial weights (cmlp's He
 init, seed 0) on the same data, for batch sizes 1, 32, 128, 512. A cell is
 the median wall time of one epoch over --repeats epochs (default 5), the
 systems taking turns epoch by epoch so that all of them see the same
-machine; its ratios are medians of the per-round ratios. Batch 1 runs on a
-subset and is scaled to the full training set (marked *).
+machine (each after 0.15 s idle, so that the thread pools of the system
+before have gone quiet); its ratios are medians of the per-round ratios.
+Batch 1 runs on a subset and is scaled to the full training set (marked *).
 
 * cmlp float32 runs with its default thread count (`threads=None`: the cores
   this process may use, here named in the JSON); "cmlp float32, 1 thread"
@@ -53,6 +54,7 @@ LR = 0.1
 SEED = 0
 BATCHES = [1, 32, 128, 512]
 BUSY = [sys.executable, "-c", "while True: pass"]
+SETTLE = 0.15           # seconds idle before each timed epoch (see _timed)
 
 
 def initial_weights():
@@ -167,7 +169,7 @@ def competing_process():
 
 
 def main(argv=None):
-    global SIZES
+    global SIZES, SETTLE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="10,000-sample epochs (scaled), batch 1 on 1,000 samples")
@@ -189,6 +191,7 @@ def main(argv=None):
     n_one = min(full, 1000 if args.quick else 3000)
     if args.smoke:
         n_main, n_one, args.repeats = full, 100, 1
+        SETTLE = 0.0
     threads = default_threads()
 
     systems = [("cmlp float32", cmlp_system("float32"), None),
@@ -321,6 +324,10 @@ def main(argv=None):
 
 
 def _timed(run):
+    # Idle first: the system timed before (NumPy's OpenBLAS, PyTorch's
+    # threads) keeps a thread spinning for a while after its last call, and
+    # that thread would take the second core from a 2-thread run.
+    time.sleep(SETTLE)
     start = time.perf_counter()
     reported = run()
     elapsed = time.perf_counter() - start

@@ -7,6 +7,11 @@ from cmlp._engine cimport Layout
 # by input features (the rule: _feature_split.pyx).
 cdef bint by_features(const Layout* layout, int threads) noexcept nogil
 
+# The multiply-adds a thread needs for a step to split this way
+# (cmlp._pool.threads_for_work; why this bar: _feature_split.pyx).
+cdef enum:
+    FEATURE_MIN_WORK = 1 << 20
+
 # Per-task blocks (features, partial z1) for up to `copies` threads and
 # batches of up to `batch` rows, into s; MemoryError.
 cdef int feature_split_allocate(SplitStep* s, int copies, Py_ssize_t batch) except -1

@@ -15,10 +15,10 @@ Design
   thread t):
   - phase A: task t gathers columns [f0, f1) of the batch's rows and
     computes its partial pre-activations P_t = X[:, f0:f1] @ W1[f0:f1, :]
-    for all rows (each thread packs half of W1 and half of X: together,
+    (+ b1 for t = 0) for all rows (each thread packs half of W1 and half of X: together,
     what one thread packs);
-  - phase B, by rows as cmlp._data_parallel's shares: z1 = b1 + P_0 + P_1
-    + ... (in task order) for the share's rows, then the rest of the
+  - phase B, by rows as cmlp._data_parallel's shares: z1 = P_0 + P_1 + ...
+    (in task order) for the share's rows, then the rest of the
     forward pass and the deltas of every layer for them;
   - phase 2: task t's dW1[f0:f1, :] = X[:, f0:f1]^T @ dz1 over all rows,
     and the step on those rows of W1 (task 0: b1 too), then the other
@@ -28,17 +28,19 @@ Design
 * Bits depend on the task count (the order of z1's partial sums), never
   on the schedule.
 * The rule (by_features): the first layer holds at least FIRST_SHARE
-  times the weights of all the others.
+  times the weights of all the others. Such a step splits from
+  FEATURE_MIN_WORK multiply-adds a thread (cmlp._pool's rule for the other
+  splits asks 4x more): each thread's gemms keep all the batch's rows, so
+  they stay as fast as one thread's (measured: cmlp/_pool.pyx).
 """
 from cython cimport floating
 from libc.stdlib cimport free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from cmlp._data_parallel cimport (SplitStep, n_weight_blocks, share_pass, share_rows, step_range,
                                   weight_block)
 from cmlp._engine cimport Layout
-from cmlp._kernels cimport bias_gradient, weight_gradient_rows
-from cmlp._blas cimport gemm
+from cmlp._kernels cimport bias_gradient, linear_forward, weight_gradient_rows
 from cmlp._pool cimport pool_run_owned
 
 cdef extern from "stdlib.h" nogil:
@@ -80,8 +82,10 @@ cdef int feature_split_allocate(SplitStep* s, int copies, Py_ssize_t batch) exce
     cdef Py_ssize_t partial = _aligned(batch * layout.sizes[1], item)
     cdef void* memory = NULL
     s.partial_at, s.copy_stride = x, x + partial
-    if posix_memalign(&memory, ALIGN, copies * s.copy_stride * item) != 0:
+    # The blocks, then a zero bias for the partial sums of tasks t > 0.
+    if posix_memalign(&memory, ALIGN, (copies * s.copy_stride + layout.sizes[1]) * item) != 0:
         raise MemoryError(f"the feature split's {copies} blocks of a batch")
+    memset(<char*> memory + copies * s.copy_stride * item, 0, layout.sizes[1] * item)
     s.copies, s.n_copies = memory, copies
     return 0
 
@@ -102,17 +106,20 @@ cdef inline void _features(const SplitStep* s, Py_ssize_t t, Py_ssize_t* f0,
 
 
 cdef inline void _phase_a(SplitStep* s, Py_ssize_t t, floating* dtype_) noexcept nogil:
-    # Features [f0, f1) of the batch's rows into block t, and P_t.
+    # Features [f0, f1) of the batch's rows into block t, and P_t (task 0's
+    # with b1 in it). linear_forward, not one gemm: on a few rows it takes
+    # OpenBLAS's small-matrix kernel, where one gemm packs its block of W1
+    # (at batch 32, sgemm_itcopy took a third of the split's time, perf).
     cdef Py_ssize_t i, f0, f1, d = s.d, n1 = s.layout.sizes[1]
     cdef const floating* X = <const floating*> s.X
     cdef floating* x_t = _copy(s, t, dtype_)
     cdef const floating* W1 = <const floating*> s.params + s.layout.w_offsets[0]
+    cdef const floating* bias = (<const floating*> s.params + s.layout.b_offsets[0] if t == 0
+                                 else _copy(s, s.n_copies, dtype_))   # the zero bias
     _features(s, t, &f0, &f1)
     for i in range(s.m):
         memcpy(x_t + i * (f1 - f0), X + s.order[i] * d + f0, (f1 - f0) * sizeof(floating))
-    gemm(False, False, <int> s.m, <int> n1, <int> (f1 - f0), <floating> 1.0, x_t,
-         <int> (f1 - f0), W1 + f0 * n1, <int> n1, <floating> 0.0, x_t + s.partial_at,
-         <int> n1)
+    linear_forward(x_t + s.partial_at, x_t, W1 + f0 * n1, bias, s.m, f1 - f0, n1)
 
 
 cdef void _phase_a_task(void* ctx, Py_ssize_t t, int worker) noexcept nogil:
@@ -124,18 +131,17 @@ cdef void _phase_a_task(void* ctx, Py_ssize_t t, int worker) noexcept nogil:
 
 
 cdef inline void _phase_b(SplitStep* s, Py_ssize_t p, floating* dtype_) noexcept nogil:
-    # Share p's rows: z1 = b1 + the partial sums in task order, into layer
-    # 1's slot where the whole batch's would be; then the rest of the share
-    # as cmlp._data_parallel runs it.
+    # Share p's rows: z1 = the partial sums in task order (P_0 holds b1),
+    # into layer 1's slot where the whole batch's would be; then the rest of
+    # the share as cmlp._data_parallel runs it.
     cdef Py_ssize_t i, j, t, r0, rows, n1 = s.layout.sizes[1]
-    cdef const floating* b1 = <const floating*> s.params + s.layout.b_offsets[0]
     cdef const floating* partial
     cdef floating* z
     share_rows(s, p, &r0, &rows)
     for i in range(r0, r0 + rows):
         z = <floating*> s.work + i * n1                # layer 1's slot comes first
-        memcpy(z, b1, n1 * sizeof(floating))
-        for t in range(s.shares):
+        memcpy(z, _copy(s, 0, dtype_) + s.partial_at + i * n1, n1 * sizeof(floating))
+        for t in range(1, s.shares):
             partial = _copy(s, t, dtype_) + s.partial_at + i * n1
             for j in range(n1):
                 z[j] += partial[j]
@@ -198,3 +204,6 @@ cdef void _phase_2_task(void* ctx, Py_ssize_t j, int worker) noexcept nogil:
 cdef void feature_split_weight_gradients(SplitStep* s, int threads, bint step) noexcept nogil:
     s.step_now, s.threads = step, threads
     pool_run_owned(_phase_2_task, s, s.shares + n_weight_blocks(s, 1), threads)
+
+
+MIN_WORK = FEATURE_MIN_WORK

@@ -16,3 +16,6 @@ cdef void pool_run_owned(task_fn fn, void* ctx, Py_ssize_t n_tasks, int threads)
 # How many threads a pass of `rows` rows through a network of `n_params`
 # parameters uses when `threads` are allowed (the rule: _pool.pyx).
 cdef int threads_for(int threads, Py_ssize_t rows, Py_ssize_t n_params) noexcept nogil
+# The same rule with a split's own bar of multiply-adds a thread (min_work).
+cdef int threads_for_work(int threads, Py_ssize_t rows, Py_ssize_t n_params,
+                          Py_ssize_t min_work) noexcept nogil

@@ -19,7 +19,11 @@ Design
   synchronisation cost more than the half it saves), at batch 128 (14
   million) 1.17x; 784-512-256-10 at batch 32 (17 million) 1.37x. So a
   thread needs 2^22 (4.2 million) of them, and a gemm of fewer than 4 rows
-  runs far below its peak.
+  runs far below its peak. A step under cmlp._feature_split pays from less
+  (its FEATURE_MIN_WORK, 2^20; threads_for_work takes a split's own bar):
+  784-128-64-10 at batch 32 ran 1.30x there, 784-64-10 at batch 64 (3.3
+  million) 1.24x, 784-32-10 at batch 128 (3.3 million) 1.23x, while
+  64-256-256-10 at batch 32 (2.7 million, split by columns) ran 0.85x.
 """
 
 cdef extern from "_pool.h" nogil:
@@ -46,18 +50,27 @@ cdef void pool_run_owned(task_fn fn, void* ctx, Py_ssize_t n_tasks,
     cmlp_pool_run_owned(<cmlp_task_fn> fn, ctx, n_tasks, threads)
 
 
-cdef int threads_for(int threads, Py_ssize_t rows, Py_ssize_t n_params) noexcept nogil:
+cdef int threads_for_work(int threads, Py_ssize_t rows, Py_ssize_t n_params,
+                          Py_ssize_t min_work) noexcept nogil:
     cdef Py_ssize_t by_rows = rows // MIN_ROWS
-    cdef Py_ssize_t by_work = rows * n_params // MIN_WORK
+    cdef Py_ssize_t by_work = rows * n_params // min_work
     cdef Py_ssize_t t = threads
     t = min(t, by_rows, by_work, CMLP_POOL_MAX_THREADS)
     return <int> max(t, 1)
 
 
-def effective_threads(int threads, Py_ssize_t rows, Py_ssize_t n_params):
+cdef int threads_for(int threads, Py_ssize_t rows, Py_ssize_t n_params) noexcept nogil:
+    return threads_for_work(threads, rows, n_params, MIN_WORK)
+
+
+def effective_threads(int threads, Py_ssize_t rows, Py_ssize_t n_params, min_work=None):
     """The threads a pass of `rows` rows of an `n_params`-parameter network
-    uses when `threads` are allowed (the rule in this module's docstring)."""
-    return threads_for(threads, rows, n_params)
+    uses when `threads` are allowed (the rule in this module's docstring);
+    `min_work`: a split's own bar of multiply-adds a thread (default
+    MIN_WORK; cmlp._feature_split has a lower one)."""
+    if min_work is not None and min_work < 1:
+        raise ValueError(f"min_work must be at least 1, got {min_work}")
+    return threads_for_work(threads, rows, n_params, MIN_WORK if min_work is None else min_work)
 
 
 def stats():

@@ -50,7 +50,7 @@ from cmlp._blas cimport serial_blas_enter, serial_blas_leave
 from cmlp._data_parallel cimport (SplitStep, optimizer_step_range, shares_for,
                                   split_forward_backward, split_optimizer_step,
                                   split_weight_gradients)
-from cmlp._feature_split cimport (by_features, feature_split_allocate,
+from cmlp._feature_split cimport (FEATURE_MIN_WORK, by_features, feature_split_allocate,
                                   feature_split_forward_backward, feature_split_free,
                                   feature_split_weight_gradients)
 from cmlp._engine cimport (Layout, NetLayout, backward_pass, check_signals, forward_pass,
@@ -58,7 +58,7 @@ from cmlp._engine cimport (Layout, NetLayout, backward_pass, check_signals, forw
 from cmlp._fork_gate cimport gate_enter, gate_leave
 from cmlp._optim cimport (OPT_ADAM, OPT_ADAM_STEP, OPT_MOMENTUM, OPT_MOMENTUM_STEP,
                           OPT_NESTEROV, OPT_NESTEROV_STEP, OPT_SGD)
-from cmlp._pool cimport threads_for
+from cmlp._pool cimport threads_for, threads_for_work
 from cmlp._pool import MAX_THREADS
 from cmlp._sparse cimport CsrMatrix, CsrRows
 
@@ -284,7 +284,9 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                     check_signals(&last_check)
                 m = min(batch, n - start)
                 if threads > 1:
-                    parts = threads_for(threads, m, layout.n_params)
+                    # The feature split pays from less work a thread than the others.
+                    parts = (threads_for_work(threads, m, layout.n_params, FEATURE_MIN_WORK)
+                             if split.copies != NULL else threads_for(threads, m, layout.n_params))
                 # Fork-gate sections (cmlp._fork_gate): the passes, and the
                 # optimizer step; never the hook, which runs Python.
                 gate_enter()

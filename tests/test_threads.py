@@ -24,8 +24,11 @@ from helpers import ENV, TESTS_DIR
 SIZES = [128, 256, 256, 10]         # 101,386 parameters: 128 rows split over 3 threads
 # The first layer holds 98 % of the weights: split by input features.
 FEATURES = [784, 128, 16, 10]
-# Each of the three ways a batch is split: (widths, batch size, input width).
-SPLITS = {"by-columns": (SIZES, 128), "by-rows": (SIZES, 256), "by-features": (FEATURES, 128)}
+# Each of the three ways a batch is split: (widths, batch size).
+# At batch 32 the feature split's first-layer gemms go by blocks of 8 rows
+# (linear_forward's small-matrix path).
+SPLITS = {"by-columns": (SIZES, 128), "by-rows": (SIZES, 256), "by-features": (FEATURES, 128),
+          "by-features-32": (FEATURES, 32)}
 
 
 def data(n=512, d=128, k=10, seed=0, dtype=np.float64, sizes=None):
@@ -70,6 +73,13 @@ def test_threads_for_splits_only_what_pays():
     assert _pool.effective_threads(3, 128, 101386) == 3         # SIZES at batch 128
     assert _pool.effective_threads(8, 10**4, 10**6) == 8
     assert _pool.effective_threads(1, 10**4, 10**6) == 1
+    # The feature split's own bar (2^20): batch 32 of 784-128-64-10 pays there.
+    from cmlp._feature_split import MIN_WORK
+    assert MIN_WORK == 2**20
+    assert _pool.effective_threads(2, 32, mnist_small, MIN_WORK) == 2
+    assert _pool.effective_threads(2, 16, mnist_small, MIN_WORK) == 1
+    with pytest.raises(ValueError, match="min_work"):
+        _pool.effective_threads(2, 32, mnist_small, 0)
 
 
 @pytest.mark.parametrize("threads", [2, 3, 8])
@@ -128,11 +138,18 @@ def test_the_split_rule_goes_by_rows_for_big_batches_only():
     {},                                                         # plain SGD: fused in phase 2
     {"optimizer": "adam", "lr": 1e-3},
     {"optimizer": "nesterov", "weight_decay": 1e-3},
-    {"sample_weight": np.linspace(0.1, 3.0, 512)},
+    {"sample_weight": "linspace"},
     {"dropout": 0.3},
 ], ids=["sgd", "adam", "nesterov-decay", "weighted", "dropout"])
 def test_a_threaded_run_equals_the_one_thread_run(dtype, tolerance, kwargs, split):
     sizes, batch_size = SPLITS[split]
+    # Rounding drift grows with the steps taken: 8 steps for every split
+    # (2 epochs of 512 rows at batch 128, of 128 rows at batch 32).
+    n = 128 if batch_size == 32 else 512
+    X, y = data(n=n, dtype=dtype, sizes=sizes)
+    kwargs = dict(kwargs, X=X, y=y)
+    if kwargs.get("sample_weight") == "linspace":
+        kwargs["sample_weight"] = np.linspace(0.1, 3.0, n)
     before = shared_jobs()
     one, h1 = trained(1, dtype, batch_size=batch_size, sizes=sizes, **dict(kwargs))
     assert shared_jobs() == before                              # threads=1: no pool job
@@ -286,7 +303,7 @@ def test_ctrl_c_resumes_bit_identically_under_two_threads(tmp_path, split):
     X, y = data(n=1024, sizes=sizes)
     kwargs = dict(epochs=3, batch_size=batch_size, optimizer="adam", dropout=0.2, threads=2,
                   X=X, y=y, sizes=sizes)
-    assert _feature_split.splits_by_features(sizes, 2) == (split == "by-features")
+    assert _feature_split.splits_by_features(sizes, 2) == split.startswith("by-features")
     assert _data_parallel.splits_by_rows(2, batch_size, 256) == (batch_size == 256)
     whole, history = trained(**kwargs)
     calls = []
