@@ -61,7 +61,7 @@ extensions = [
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS + EXTRA_LINK_ARGS.get(name, []),
         depends=["cmlp/_row_kernels.h", "cmlp/_row_kernels_impl.h", "cmlp/_dl_compat.h",
-                 "cmlp/_pool.h"],
+                 "cmlp/_pool.h", "cmlp/_panel_gemm.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         include_dirs=[numpy.get_include()],
     )

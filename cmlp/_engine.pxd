@@ -48,14 +48,17 @@ cdef struct Layout:
 # workspace is laid out for all region_rows of them: each share's rows land
 # where the whole batch's would, and draw that part of the batch's dropout
 # masks, so nothing depends on how a batch is split. region_rows 0: work is
-# laid out for these m rows alone (row0 still picks the masks).
+# laid out for these m rows alone (row0 still picks the masks). panels
+# (float32 only): every layer's W packed by cmlp_pack_panels, for
+# cmlp/_panel_gemm.h's product in place of BLAS (inference).
 cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
                             Py_ssize_t m, bint train, uint64_t dropout_key,
                             uint64_t step, bint* first_finite=*,
                             bint first_layer_done=*,
                             const CsrRows* sparse=*,
-                            Py_ssize_t row0=*, Py_ssize_t region_rows=*) noexcept nogil
+                            Py_ssize_t row0=*, Py_ssize_t region_rows=*,
+                            float** panels=*) noexcept nogil
 
 # After forward_pass on the same work/X/m/train: the gradient of the loss's
 # (weighted) batch mean into grads; or, with grads == NULL, the plain-SGD

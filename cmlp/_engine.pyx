@@ -32,6 +32,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from cmlp._kernels import ACTIVATION_CODES, OUTPUT_CODES
 
+from cmlp._panel_gemm cimport cmlp_panel_linear
 from cmlp._sparse cimport CsrRows, csr_linear_backward, csr_linear_forward
 
 from cmlp._kernels cimport (
@@ -163,7 +164,8 @@ cdef floating* forward_pass(floating* work, const floating* params,
                             uint64_t step, bint* first_finite=NULL,
                             bint first_layer_done=False,
                             const CsrRows* sparse=NULL,
-                            Py_ssize_t row0=0, Py_ssize_t region_rows=0) noexcept nogil:
+                            Py_ssize_t row0=0, Py_ssize_t region_rows=0,
+                            float** panels=NULL) noexcept nogil:
     cdef Py_ssize_t l, n_in, n_out, offset = 0, L = layout.n_layers
     cdef Py_ssize_t M = region_rows if region_rows > 0 else m
     cdef const floating* a_prev = X
@@ -178,6 +180,10 @@ cdef floating* forward_pass(floating* work, const floating* params,
         if l == 0 and sparse != NULL:
             csr_linear_forward(slot, sparse, params + layout.w_offsets[0],
                                params + layout.b_offsets[0], m, n_in, n_out)
+        elif floating is float and panels != NULL and (l > 0 or not first_layer_done):
+            # Inference with W packed once per call (cmlp/_panel_gemm.h).
+            cmlp_panel_linear(slot, a_prev, panels[l], params + layout.b_offsets[l],
+                              m, n_in, n_out)
         elif l > 0 or not first_layer_done:
             linear_forward(slot, a_prev, params + layout.w_offsets[l],
                            params + layout.b_offsets[l], m, n_in, n_out)

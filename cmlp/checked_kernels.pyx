@@ -16,12 +16,15 @@ from cython cimport floating
 from cmlp cimport _kernels as K
 from cmlp cimport _optim as O
 from cmlp cimport _sparse as S
+from cmlp._panel_gemm cimport (cmlp_pack_panels, cmlp_panel_gemm_available, cmlp_panel_linear,
+                               cmlp_panel_size)
+from libc.stdlib cimport free
 from cmlp._sparse cimport CsrMatrix
 from cmlp._kernels import ACTIVATION_CODES
 from cmlp._validation import as_csr, as_labels, as_sample_weight, check_number
 
 __all__ = [
-    "linear_forward", "linear_forward_columns", "linear_backward", "linear_backward_input",
+    "linear_forward", "panel_linear", "linear_forward_columns", "linear_backward", "linear_backward_input",
     "weight_gradient_rows",
     "bias_gradient", "linear_backward_sgd",
     "linear_backward_sgd_next_forward", "csr_linear_forward", "csr_linear_backward",
@@ -85,6 +88,51 @@ def _linear_forward(floating[:, ::1] z, const floating[:, ::1] a_prev,
     with nogil:
         K.linear_forward(&z[0, 0], &a_prev[0, 0], &W[0, 0], &b[0],
                          a_prev.shape[0], W.shape[0], W.shape[1])
+
+
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void** memptr, size_t alignment, size_t size)
+
+
+def has_panel_linear():
+    """Whether this CPU runs panel_linear (AVX-512F; elsewhere cmlp keeps BLAS)."""
+    return bool(cmlp_panel_gemm_available())
+
+
+def panel_linear(a_prev, W, b):
+    """z (m, n_out) = a_prev (m, n_in) @ W (n_in, n_out) + b, float32, by
+    cmlp/_panel_gemm.h (W packed into panels first), as batched inference
+    computes it; RuntimeError where the CPU lacks AVX-512F."""
+    a_prev, W, b = _floats(a_prev, W, b)
+    _matrix(a_prev, "a_prev")
+    _matrix(W, "W")
+    if W.dtype != np.float32:
+        raise TypeError(f"panel_linear is float32 only, got {W.dtype}")
+    if a_prev.shape[1] != W.shape[0] or b.shape != (W.shape[1],):
+        raise ValueError(f"shapes {a_prev.shape} @ {W.shape} + {b.shape} do not fit")
+    if not cmlp_panel_gemm_available():
+        raise RuntimeError("panel_linear needs AVX-512F, which this CPU lacks")
+    z = np.empty((a_prev.shape[0], W.shape[1]), dtype=np.float32)
+    _panel_linear(z, a_prev, W, b)
+    return z
+
+
+def _panel_linear(float[:, ::1] z, const float[:, ::1] a_prev, const float[:, ::1] W,
+                  const float[::1] b):
+    cdef void* panels = NULL
+    cdef Py_ssize_t k = W.shape[0], n = W.shape[1]
+    _fit(min(a_prev.shape[0], k, n) > 0 and a_prev.shape[1] == k and b.shape[0] == n
+         and z.shape[0] == a_prev.shape[0] and z.shape[1] == n
+         and cmlp_panel_gemm_available())
+    if posix_memalign(&panels, 64, cmlp_panel_size(k, n) * sizeof(float)) != 0:
+        raise MemoryError()
+    try:
+        with nogil:
+            cmlp_pack_panels(<float*> panels, &W[0, 0], k, n)
+            cmlp_panel_linear(&z[0, 0], &a_prev[0, 0], <float*> panels, &b[0],
+                              a_prev.shape[0], k, n)
+    finally:
+        free(panels)
 
 
 def linear_backward(dz, a_prev, W):

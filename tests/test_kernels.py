@@ -27,6 +27,68 @@ def test_every_kernel_has_a_reference_twin():
         assert callable(getattr(reference, name)), name
 
 
+# Rows in blocks of 8 and a remainder; columns in panels of 32, the last
+# masked (16 and 32 wide, 1 to 31 over).
+PANEL_SHAPES = [(1, 1, 1), (7, 5, 16), (8, 13, 32), (9, 784, 33), (17, 3, 10), (40, 64, 100),
+                (300, 784, 128), (64, 128, 64)]
+
+
+@pytest.mark.skipif(not kernels.has_panel_linear(), reason="needs AVX-512F")
+@pytest.mark.parametrize("m,n_in,n_out", PANEL_SHAPES)
+def test_panel_linear(m, n_in, n_out):
+    rng = np.random.default_rng(m * 1000 + n_in + n_out)
+    a, W, b = (rand(rng, m, n_in, dtype=np.float32), rand(rng, n_in, n_out, dtype=np.float32),
+               rand(rng, n_out, dtype=np.float32))
+    z = kernels.panel_linear(a, W, b)
+    assert z.dtype == np.float32 and z.shape == (m, n_out)
+    assert_close(z, reference.panel_linear(a, W, b), np.float32)
+    # Each row's bits are its own: the same row alone gives the same values.
+    np.testing.assert_array_equal(kernels.panel_linear(a[-1:], W, b), z[-1:])
+
+
+def test_panel_linear_runs_where_the_cpu_has_avx512():
+    # The skip above must not hide a machine that has the instructions.
+    with open("/proc/cpuinfo") as cpuinfo:
+        flags = cpuinfo.read()
+    assert kernels.has_panel_linear() == (" avx512f " in flags.replace("\n", " "))
+
+
+@pytest.mark.skipif(not kernels.has_panel_linear(), reason="needs AVX-512F")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_float32_inference_is_the_panel_product(threads):
+    """predict_proba of 64 rows or more is, bit for bit, the chain of
+    panel_linear, ReLU and softmax_forward; below 64 rows, and with the
+    panels turned off, BLAS (equal to rounding)."""
+    from cmlp import Network, _entry
+    net = Network([784, 128, 64, 10], dtype="float32", seed=0)
+    X = np.random.default_rng(0).standard_normal((300, 784)).astype(np.float32)
+    a = X
+    for layer, (W, b) in enumerate(zip(net.weights, net.biases)):
+        a = kernels.panel_linear(a, W, b)
+        if layer < 2:
+            a = np.maximum(a, np.float32(0))
+    chain = kernels.softmax_forward(a)
+    np.testing.assert_array_equal(net.predict_proba(X, threads=threads), chain)
+    before = _entry.use_panels(False)
+    try:
+        blas = net.predict_proba(X, threads=threads)
+    finally:
+        _entry.use_panels(before)
+    assert before
+    np.testing.assert_allclose(blas, chain, rtol=1e-5, atol=1e-7)
+    few = net.predict_proba(X[:63], threads=threads)
+    np.testing.assert_allclose(few, chain[:63], rtol=1e-5, atol=1e-7)
+
+
+def test_panel_linear_checks_its_input():
+    a, W, b = np.ones((2, 3)), np.ones((3, 4)), np.ones(4)
+    with pytest.raises(TypeError, match="float32 only"):
+        kernels.panel_linear(a, W, b)
+    with pytest.raises(ValueError, match="do not fit"):
+        kernels.panel_linear(a.astype(np.float32), W[:2].astype(np.float32),
+                             b.astype(np.float32))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m,n_in,n_out", SHAPES)
 def test_linear_forward(dtype, m, n_in, n_out):

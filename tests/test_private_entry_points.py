@@ -136,6 +136,11 @@ def test_gemm_floor_refuses_buffers_that_do_not_fit(call):
 KERNEL_CALLS = {
     "_linear_forward": lambda: ck._linear_forward(z(2, 3), z(5, 4), z(4, 3), z(3)),
     "_linear_forward, short bias": lambda: ck._linear_forward(z(5, 3), z(5, 4), z(4, 3), z(2)),
+    "_panel_linear": lambda: ck._panel_linear(z(2, 3, dtype=np.float32), z(5, 4, dtype=np.float32),
+                                              z(4, 3, dtype=np.float32), z(3, dtype=np.float32)),
+    "_panel_linear, short bias": lambda: ck._panel_linear(
+        z(5, 3, dtype=np.float32), z(5, 4, dtype=np.float32), z(4, 3, dtype=np.float32),
+        z(2, dtype=np.float32)),
     "_linear_backward": lambda: ck._linear_backward(z(5, 4), z(4, 3), z(3), z(9, 3), z(5, 4),
                                                     z(4, 3)),
     "_linear_backward_sgd": lambda: ck._linear_backward_sgd(z(5, 4), z(4, 3), z(3), z(5, 3),

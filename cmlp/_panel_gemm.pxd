@@ -1,0 +1,13 @@
+# cmlp's own float32 product for batched inference (see _panel_gemm.h).
+from libc.stddef cimport ptrdiff_t
+
+cdef extern from "_panel_gemm.h" nogil:
+    # Floats of the packed form of a (k, n) matrix (panels of 32 columns).
+    size_t cmlp_panel_size(ptrdiff_t k, ptrdiff_t n)
+    # Wp (64-byte aligned, cmlp_panel_size floats) = W (k, n) in panels.
+    void cmlp_pack_panels(float* Wp, const float* W, ptrdiff_t k, ptrdiff_t n)
+    # 1 where the CPU runs the kernel (AVX-512F), else 0: keep BLAS.
+    int cmlp_panel_gemm_available()
+    # z (m, n) = b (n) + X (m, k) @ W, W packed in Wp.
+    void cmlp_panel_linear(float* z, const float* X, const float* Wp, const float* b,
+                           ptrdiff_t m, ptrdiff_t k, ptrdiff_t n)
