@@ -36,7 +36,7 @@ from cmlp._panel_gemm cimport cmlp_panel_linear
 from cmlp._sparse cimport CsrRows, csr_linear_backward, csr_linear_forward
 
 from cmlp._kernels cimport (
-    ACT_GELU, OUT_EXP, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
+    ACT_GELU, ACT_RELU, OUT_EXP, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
     activation_forward, dropout_backward, dropout_forward, dropout_seed,
     linear_backward, linear_backward_input, linear_backward_sgd,
     linear_backward_sgd_next_forward, linear_forward, linear_forward_columns, mse_backward, poisson_backward,
@@ -173,21 +173,27 @@ cdef floating* forward_pass(floating* work, const floating* params,
     cdef floating* next_
     cdef floating* a
     cdef floating* mask
+    cdef bint finite, relu_done
     for l in range(L):
         n_in = layout.sizes[l]
         n_out = layout.sizes[l + 1]
         slot = _rows(work, M, offset, row0 if region_rows else 0, n_out)
+        relu_done = False
         if l == 0 and sparse != NULL:
             csr_linear_forward(slot, sparse, params + layout.w_offsets[0],
                                params + layout.b_offsets[0], m, n_in, n_out)
         elif floating is float and panels != NULL and (l > 0 or not first_layer_done):
-            # Inference with W packed once per call (cmlp/_panel_gemm.h).
-            cmlp_panel_linear(slot, a_prev, panels[l], params + layout.b_offsets[l],
-                              m, n_in, n_out)
+            # Inference with W packed once per call (cmlp/_panel_gemm.h); a
+            # hidden ReLU and layer 1's finiteness check ride on its store.
+            relu_done = l < L - 1 and layout.activations[l] == ACT_RELU
+            finite = cmlp_panel_linear(slot, a_prev, panels[l], params + layout.b_offsets[l],
+                                       m, n_in, n_out, relu_done)
+            if l == 0 and first_finite != NULL:
+                first_finite[0] = finite
         elif l > 0 or not first_layer_done:
             linear_forward(slot, a_prev, params + layout.w_offsets[l],
                            params + layout.b_offsets[l], m, n_in, n_out)
-        if l == 0 and first_finite != NULL:
+        if l == 0 and first_finite != NULL and not (floating is float and panels != NULL):
             first_finite[0] = all_finite(slot, m * n_out)
         if l == L - 1:
             break                             # raw outputs: the loss takes the logits
@@ -195,7 +201,8 @@ cdef floating* forward_pass(floating* work, const floating* params,
         # the others overwrite z with a in place.
         next_ = _rows(work, M, layout.act_width + offset, row0 if region_rows else 0, n_out)
         a = next_ if layout.activations[l] == ACT_GELU else slot
-        activation_forward(layout.activations[l], a, slot, m * n_out)
+        if not relu_done:
+            activation_forward(layout.activations[l], a, slot, m * n_out)
         if train and layout.dropout[l] > 0:
             mask = _rows(work, M, layout.act_width + layout.hidden_width + offset,
                          row0 if region_rows else 0, n_out)

@@ -8,6 +8,7 @@ cdef extern from "_panel_gemm.h" nogil:
     void cmlp_pack_panels(float* Wp, const float* W, ptrdiff_t k, ptrdiff_t n)
     # 1 where the CPU runs the kernel (AVX-512F), else 0: keep BLAS.
     int cmlp_panel_gemm_available()
-    # z (m, n) = b (n) + X (m, k) @ W, W packed in Wp.
-    void cmlp_panel_linear(float* z, const float* X, const float* Wp, const float* b,
-                           ptrdiff_t m, ptrdiff_t k, ptrdiff_t n)
+    # z (m, n) = b (n) + X (m, k) @ W, W packed in Wp; relu: then ReLU in
+    # place. Returns 1 when every z before ReLU is finite, else 0.
+    int cmlp_panel_linear(float* z, const float* X, const float* Wp, const float* b,
+                          ptrdiff_t m, ptrdiff_t k, ptrdiff_t n, int relu)

@@ -99,10 +99,11 @@ def has_panel_linear():
     return bool(cmlp_panel_gemm_available())
 
 
-def panel_linear(a_prev, W, b):
+def panel_linear(a_prev, W, b, relu=False):
     """z (m, n_out) = a_prev (m, n_in) @ W (n_in, n_out) + b, float32, by
     cmlp/_panel_gemm.h (W packed into panels first), as batched inference
-    computes it; RuntimeError where the CPU lacks AVX-512F."""
+    computes it, and with relu ReLU on the way out; RuntimeError where the
+    CPU lacks AVX-512F."""
     a_prev, W, b = _floats(a_prev, W, b)
     _matrix(a_prev, "a_prev")
     _matrix(W, "W")
@@ -113,12 +114,12 @@ def panel_linear(a_prev, W, b):
     if not cmlp_panel_gemm_available():
         raise RuntimeError("panel_linear needs AVX-512F, which this CPU lacks")
     z = np.empty((a_prev.shape[0], W.shape[1]), dtype=np.float32)
-    _panel_linear(z, a_prev, W, b)
+    _panel_linear(z, a_prev, W, b, bool(relu))
     return z
 
 
 def _panel_linear(float[:, ::1] z, const float[:, ::1] a_prev, const float[:, ::1] W,
-                  const float[::1] b):
+                  const float[::1] b, bint relu=False):
     cdef void* panels = NULL
     cdef Py_ssize_t k = W.shape[0], n = W.shape[1]
     _fit(min(a_prev.shape[0], k, n) > 0 and a_prev.shape[1] == k and b.shape[0] == n
@@ -130,7 +131,7 @@ def _panel_linear(float[:, ::1] z, const float[:, ::1] a_prev, const float[:, ::
         with nogil:
             cmlp_pack_panels(<float*> panels, &W[0, 0], k, n)
             cmlp_panel_linear(&z[0, 0], &a_prev[0, 0], <float*> panels, &b[0],
-                              a_prev.shape[0], k, n)
+                              a_prev.shape[0], k, n, relu)
     finally:
         free(panels)
 

@@ -37,9 +37,11 @@ def linear_forward(a_prev, W, b):
     return a_prev @ W + b
 
 
-def panel_linear(a_prev, W, b):
-    """linear_forward by cmlp's packed AVX-512 product (float32, inference)."""
-    return a_prev @ W + b
+def panel_linear(a_prev, W, b, relu=False):
+    """linear_forward by cmlp's packed AVX-512 product (float32, inference),
+    with relu then relu_forward."""
+    z = a_prev @ W + b
+    return relu_forward(z) if relu else z
 
 
 def linear_backward(dz, a_prev, W):

@@ -44,6 +44,14 @@ def test_panel_linear(m, n_in, n_out):
     assert_close(z, reference.panel_linear(a, W, b), np.float32)
     # Each row's bits are its own: the same row alone gives the same values.
     np.testing.assert_array_equal(kernels.panel_linear(a[-1:], W, b), z[-1:])
+    # ReLU on the way out is relu_forward's, bit for bit (NaN stays NaN).
+    a[0, 0] = np.nan
+    z = kernels.panel_linear(a, W, b)
+    np.testing.assert_array_equal(kernels.panel_linear(a, W, b, relu=True),
+                                  kernels.relu_forward(z))
+    if m > 1:
+        assert_close(kernels.panel_linear(a[1:], W, b, relu=True),
+                     reference.panel_linear(a[1:], W, b, relu=True), np.float32)
 
 
 def test_panel_linear_runs_where_the_cpu_has_avx512():
@@ -66,7 +74,7 @@ def test_batched_float32_inference_is_the_panel_product(threads):
     for layer, (W, b) in enumerate(zip(net.weights, net.biases)):
         a = kernels.panel_linear(a, W, b)
         if layer < 2:
-            a = np.maximum(a, np.float32(0))
+            a = kernels.relu_forward(a)
     chain = kernels.softmax_forward(a)
     np.testing.assert_array_equal(net.predict_proba(X, threads=threads), chain)
     before = _entry.use_panels(False)
@@ -78,6 +86,10 @@ def test_batched_float32_inference_is_the_panel_product(threads):
     np.testing.assert_allclose(blas, chain, rtol=1e-5, atol=1e-7)
     few = net.predict_proba(X[:63], threads=threads)
     np.testing.assert_allclose(few, chain[:63], rtol=1e-5, atol=1e-7)
+    # A NaN or an infinity in X is still told from an overflow (ValueError).
+    X[150, 3] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite|NaN|infinit"):
+        net.predict_proba(X, threads=threads)
 
 
 def test_panel_linear_checks_its_input():
