@@ -32,9 +32,6 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int32_t
 from libc.stdlib cimport free, malloc
-
-cdef extern from "stdlib.h" nogil:
-    int posix_memalign(void** memptr, size_t alignment, size_t size)
 from libc.string cimport memcpy
 
 from cmlp._blas cimport serial_blas_enter, serial_blas_leave
@@ -44,7 +41,7 @@ from cmlp._fork_gate cimport gate_enter, gate_leave
 from cmlp._kernels cimport (OUT_EXP, OUT_SIGMOID, OUT_SOFTMAX, exp_forward, mse_loss,
                             poisson_loss, sigmoid_bce_loss, sigmoid_forward, softmax_forward,
                             softmax_xent_loss)
-from cmlp._panel_gemm cimport cmlp_pack_panels, cmlp_panel_gemm_available, cmlp_panel_size
+from cmlp._panel_gemm cimport cmlp_free_layers, cmlp_pack_layers, cmlp_panel_gemm_available
 from cmlp._pool cimport pool_run, threads_for
 from cmlp._sparse cimport CsrMatrix, CsrRows
 
@@ -228,41 +225,13 @@ cdef int _resolve_threads(object threads) except -1:
     return default_threads() if threads is None else threads
 
 
-cdef float** _pack_panels(const Layout* layout, const float* params) noexcept nogil:
-    # Every W of the network packed for cmlp_panel_linear: one aligned block
-    # (freed with the pointer array's first entry), an array of per-layer
-    # pointers into it. NULL when out of memory (the caller keeps BLAS).
-    cdef Py_ssize_t l, total = 0
-    cdef void* block = NULL
-    cdef float** panels = <float**> malloc(layout.n_layers * sizeof(float*))
-    if panels == NULL:
-        return NULL
-    for l in range(layout.n_layers):
-        total += cmlp_panel_size(layout.sizes[l], layout.sizes[l + 1])
-    if posix_memalign(&block, 64, total * sizeof(float)) != 0:
-        free(panels)
-        return NULL
-    total = 0
-    for l in range(layout.n_layers):
-        panels[l] = <float*> block + total
-        cmlp_pack_panels(panels[l], params + layout.w_offsets[l], layout.sizes[l],
-                         layout.sizes[l + 1])
-        total += cmlp_panel_size(layout.sizes[l], layout.sizes[l + 1])
-    return panels
-
-
-cdef void _free_panels(float** panels) noexcept nogil:
-    if panels != NULL:
-        free(panels[0])
-        free(panels)
-
-
 cdef inline float** _worker_panels(_Rows* job, int worker) noexcept nogil:
     # Each worker packs its own copy on its first task: packing reads W,
     # which every core may cache, where a copy packed by the caller would
-    # travel to the other cores on every call.
+    # travel to the other cores on every call. NULL (out of memory): BLAS.
     if job.use_panels and job.panels[worker] == NULL:
-        job.panels[worker] = _pack_panels(job.layout, <const float*> job.params)
+        job.panels[worker] = cmlp_pack_layers(job.layout.n_layers, job.layout.sizes,
+                                              job.layout.w_offsets, <const float*> job.params)
     return job.panels[worker]
 
 
@@ -311,7 +280,7 @@ cdef int _call_rows(_Rows* job, NetLayout layout, Py_ssize_t n, object threads,
     finally:
         for w in range(t_count):
             free(job.scratch[w])
-            _free_panels(job.panels[w])
+            cmlp_free_layers(job.panels[w])
 
 
 cdef class _Input:

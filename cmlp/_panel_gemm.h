@@ -34,6 +34,7 @@
 #define CMLP_PANEL_GEMM_H
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CMLP_PANEL 32
@@ -54,6 +55,39 @@ static inline void cmlp_pack_panels(float *Wp, const float *W, ptrdiff_t k, ptrd
             if (width < CMLP_PANEL)
                 memset(to + width, 0, (size_t)(CMLP_PANEL - width) * sizeof(float));
         }
+    }
+}
+
+/* Every W of a network packed: an array of n_layers pointers into one
+   64-byte aligned block, W_l = params + w_offsets[l] of shape (sizes[l],
+   sizes[l + 1]). NULL when out of memory (the caller keeps BLAS). Free
+   with cmlp_free_layers. */
+static inline float **cmlp_pack_layers(ptrdiff_t n_layers, const ptrdiff_t *sizes,
+                                       const ptrdiff_t *w_offsets, const float *params) {
+    size_t total = 0, at = 0;
+    ptrdiff_t l;
+    void *block = NULL;
+    float **panels = (float **)malloc((size_t)n_layers * sizeof(float *));
+    if (panels == NULL)
+        return NULL;
+    for (l = 0; l < n_layers; l++)
+        total += cmlp_panel_size(sizes[l], sizes[l + 1]);
+    if (posix_memalign(&block, 64, total * sizeof(float)) != 0) {
+        free(panels);
+        return NULL;
+    }
+    for (l = 0; l < n_layers; l++) {
+        panels[l] = (float *)block + at;
+        cmlp_pack_panels(panels[l], params + w_offsets[l], sizes[l], sizes[l + 1]);
+        at += cmlp_panel_size(sizes[l], sizes[l + 1]);
+    }
+    return panels;
+}
+
+static inline void cmlp_free_layers(float **panels) {
+    if (panels != NULL) {
+        free(panels[0]);
+        free(panels);
     }
 }
 

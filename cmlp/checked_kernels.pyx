@@ -16,9 +16,8 @@ from cython cimport floating
 from cmlp cimport _kernels as K
 from cmlp cimport _optim as O
 from cmlp cimport _sparse as S
-from cmlp._panel_gemm cimport (cmlp_pack_panels, cmlp_panel_gemm_available, cmlp_panel_linear,
-                               cmlp_panel_size)
-from libc.stdlib cimport free
+from cmlp._panel_gemm cimport (cmlp_free_layers, cmlp_pack_layers, cmlp_panel_gemm_available,
+                               cmlp_panel_linear)
 from cmlp._sparse cimport CsrMatrix
 from cmlp._kernels import ACTIVATION_CODES
 from cmlp._validation import as_csr, as_labels, as_sample_weight, check_number
@@ -90,10 +89,6 @@ def _linear_forward(floating[:, ::1] z, const floating[:, ::1] a_prev,
                          a_prev.shape[0], W.shape[0], W.shape[1])
 
 
-cdef extern from "stdlib.h" nogil:
-    int posix_memalign(void** memptr, size_t alignment, size_t size)
-
-
 def has_panel_linear():
     """Whether this CPU runs panel_linear (AVX-512F; elsewhere cmlp keeps BLAS)."""
     return bool(cmlp_panel_gemm_available())
@@ -120,20 +115,21 @@ def panel_linear(a_prev, W, b, relu=False):
 
 def _panel_linear(float[:, ::1] z, const float[:, ::1] a_prev, const float[:, ::1] W,
                   const float[::1] b, bint relu=False):
-    cdef void* panels = NULL
+    cdef float** panels
     cdef Py_ssize_t k = W.shape[0], n = W.shape[1]
+    cdef Py_ssize_t sizes[2]
+    cdef Py_ssize_t offset = 0
     _fit(min(a_prev.shape[0], k, n) > 0 and a_prev.shape[1] == k and b.shape[0] == n
          and z.shape[0] == a_prev.shape[0] and z.shape[1] == n
          and cmlp_panel_gemm_available())
-    if posix_memalign(&panels, 64, cmlp_panel_size(k, n) * sizeof(float)) != 0:
+    sizes[0], sizes[1] = k, n
+    panels = cmlp_pack_layers(1, sizes, &offset, &W[0, 0])     # W as a one-layer network
+    if panels == NULL:
         raise MemoryError()
-    try:
-        with nogil:
-            cmlp_pack_panels(<float*> panels, &W[0, 0], k, n)
-            cmlp_panel_linear(&z[0, 0], &a_prev[0, 0], <float*> panels, &b[0],
-                              a_prev.shape[0], k, n, relu)
-    finally:
-        free(panels)
+    with nogil:
+        cmlp_panel_linear(&z[0, 0], &a_prev[0, 0], panels[0], &b[0], a_prev.shape[0], k, n,
+                          relu)
+    cmlp_free_layers(panels)
 
 
 def linear_backward(dz, a_prev, W):
