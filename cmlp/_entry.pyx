@@ -65,6 +65,9 @@ cdef enum:
     # cmlp/_panel_gemm.h: 784-128-64-10 predict_proba at 64 rows ran 1.21x
     # faster than through BLAS (packing included), at 32 rows 1.01x.
     PANEL_MIN_ROWS = 64
+    # Each worker holds a packed copy of W: networks above 2^24 parameters
+    # (64 MB of float32) stay with BLAS rather than copy that per thread.
+    PANEL_MAX_PARAMS = 1 << 24
 
 # Tests turn the packed product off to compare it with BLAS (use_panels).
 cdef bint panels_enabled = True
@@ -260,6 +263,7 @@ cdef int _call_rows(_Rows* job, NetLayout layout, Py_ssize_t n, object threads,
     # packed once per worker (cmlp/_panel_gemm.h); the rest use BLAS. Not a
     # function of the thread count: evaluate's sums stay the same for any.
     job.use_panels = (job.single and job.sparse == NULL and n >= PANEL_MIN_ROWS
+                      and layout.c.n_params <= PANEL_MAX_PARAMS
                       and panels_enabled and cmlp_panel_gemm_available())
     try:
         for w in range(t_count):

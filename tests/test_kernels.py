@@ -92,6 +92,20 @@ def test_batched_float32_inference_is_the_panel_product(threads):
         net.predict_proba(X, threads=threads)
 
 
+@pytest.mark.skipif(not kernels.has_panel_linear(), reason="needs AVX-512F")
+def test_networks_past_the_packing_cap_stay_with_blas():
+    # 18 million parameters: each worker would copy 72 MB of packed W.
+    from cmlp import Network, _entry
+    net = Network([20000, 900, 10], dtype="float32", seed=0)
+    X = np.random.default_rng(0).standard_normal((70, 20000)).astype(np.float32)
+    P = net.predict_proba(X, threads=1)
+    before = _entry.use_panels(False)
+    try:
+        np.testing.assert_array_equal(net.predict_proba(X, threads=1), P)
+    finally:
+        _entry.use_panels(before)
+
+
 def test_panel_linear_checks_its_input():
     a, W, b = np.ones((2, 3)), np.ones((3, 4)), np.ones(4)
     with pytest.raises(TypeError, match="float32 only"):
