@@ -51,6 +51,8 @@ cdef struct SplitStep:
     Py_ssize_t copy_stride          # elements from one task's copy to the next
     Py_ssize_t partial_at           # where a copy's partial z1 starts
     int n_copies
+    const Py_ssize_t* phase_a_next  # IN phase 2's next batch (m rows) for phase A, or NULL
+    const Py_ssize_t* phase_a_done  # the batch whose phase A the copies hold, or NULL
 
 # How many shares a batch of m rows is cut into for `threads` threads.
 cdef Py_ssize_t shares_for(int threads, Py_ssize_t m) noexcept nogil

@@ -23,5 +23,9 @@ cdef double feature_split_forward_backward(SplitStep* s, int threads,
                                            Py_ssize_t* hits) noexcept nogil
 
 # Phase 2, as split_weight_gradients: the gradient into grads, and with
-# step the optimizer step (or fused SGD straight into W and b).
-cdef void feature_split_weight_gradients(SplitStep* s, int threads, bint step) noexcept nogil
+# step the optimizer step (or fused SGD straight into W and b). With step
+# and next_order (the next batch's rows, as many as this batch's), each task
+# then runs that batch's phase A, which the next forward_backward with
+# s.order == next_order skips; any other call recomputes it.
+cdef void feature_split_weight_gradients(SplitStep* s, int threads, bint step,
+                                         const Py_ssize_t* next_order) noexcept nogil

@@ -25,6 +25,11 @@ Design
     layers' blocks as cmlp._data_parallel's phase 2.
   What crosses between cores is activation-sized (the partial sums of the
   other task's rows, dz1), never W1.
+* Phase 2 of one step and phase A of the next run as one job when the next
+  batch has as many rows: task t steps its rows of W1, then computes P_t of
+  the next batch from them. Two jobs a step instead of three, and the other
+  layers' blocks (claimed by whichever thread is free) absorb the
+  difference between the threads' phase A.
 * Bits depend on the task count (the order of z1's partial sums), never
   on the schedule.
 * The rule (by_features): the first layer holds at least FIRST_SHARE
@@ -49,6 +54,19 @@ cdef extern from "stdlib.h" nogil:
 cdef enum:
     FIRST_SHARE = 2
     ALIGN = 128
+
+cdef bint _fuse_phase_a = True
+
+
+def fuse_phase_a(enabled=None):
+    """Whether phase 2 of a step runs phase A of the next batch in the same
+    job (the default); set with `enabled`. Returns the previous setting.
+    For tests and benchmarks: the bits are the same either way."""
+    global _fuse_phase_a
+    previous = bool(_fuse_phase_a)
+    if enabled is not None:
+        _fuse_phase_a = bool(enabled)
+    return previous
 
 
 cdef bint by_features(const Layout* layout, int threads) noexcept nogil:
@@ -87,6 +105,7 @@ cdef int feature_split_allocate(SplitStep* s, int copies, Py_ssize_t batch) exce
         raise MemoryError(f"the feature split's {copies} blocks of a batch")
     memset(<char*> memory + copies * s.copy_stride * item, 0, layout.sizes[1] * item)
     s.copies, s.n_copies = memory, copies
+    s.phase_a_next = s.phase_a_done = NULL
     return 0
 
 
@@ -105,8 +124,9 @@ cdef inline void _features(const SplitStep* s, Py_ssize_t t, Py_ssize_t* f0,
     f1[0] = (t + 1) * s.d // s.shares
 
 
-cdef inline void _phase_a(SplitStep* s, Py_ssize_t t, floating* dtype_) noexcept nogil:
-    # Features [f0, f1) of the batch's rows into block t, and P_t (task 0's
+cdef inline void _phase_a(SplitStep* s, Py_ssize_t t, const Py_ssize_t* order,
+                          floating* dtype_) noexcept nogil:
+    # Features [f0, f1) of the m rows `order` into block t, and P_t (task 0's
     # with b1 in it). linear_forward, not one gemm: on a few rows it takes
     # OpenBLAS's small-matrix kernel, where one gemm packs its block of W1
     # (at batch 32, sgemm_itcopy took a third of the split's time, perf).
@@ -118,16 +138,16 @@ cdef inline void _phase_a(SplitStep* s, Py_ssize_t t, floating* dtype_) noexcept
                                  else _copy(s, s.n_copies, dtype_))   # the zero bias
     _features(s, t, &f0, &f1)
     for i in range(s.m):
-        memcpy(x_t + i * (f1 - f0), X + s.order[i] * d + f0, (f1 - f0) * sizeof(floating))
+        memcpy(x_t + i * (f1 - f0), X + order[i] * d + f0, (f1 - f0) * sizeof(floating))
     linear_forward(x_t + s.partial_at, x_t, W1 + f0 * n1, bias, s.m, f1 - f0, n1)
 
 
 cdef void _phase_a_task(void* ctx, Py_ssize_t t, int worker) noexcept nogil:
     cdef SplitStep* s = <SplitStep*> ctx
     if s.single:
-        _phase_a(s, t, <float*> NULL)
+        _phase_a(s, t, s.order, <float*> NULL)
     else:
-        _phase_a(s, t, <double*> NULL)
+        _phase_a(s, t, s.order, <double*> NULL)
 
 
 cdef inline void _phase_b(SplitStep* s, Py_ssize_t p, floating* dtype_) noexcept nogil:
@@ -161,7 +181,9 @@ cdef double feature_split_forward_backward(SplitStep* s, int threads,
     cdef Py_ssize_t p
     cdef double loss = 0
     s.shares = threads
-    pool_run_owned(_phase_a_task, s, threads, threads)
+    if s.phase_a_done != s.order:
+        pool_run_owned(_phase_a_task, s, threads, threads)
+    s.phase_a_done = NULL
     pool_run_owned(_phase_b_task, s, threads, threads)
     hits[0] = 0
     for p in range(threads):
@@ -189,6 +211,11 @@ cdef inline void _first_layer_rows(SplitStep* s, Py_ssize_t t, floating* dtype_)
         step_range(s, w0 + f0 * n1, w0 + f1 * n1)
         if t == 0:
             step_range(s, b0, b0 + n1)
+    if s.step_now and s.phase_a_next != NULL:
+        # Phase A of the next batch reads only these rows of W1 (and b1),
+        # just stepped: one job (and one wait) a step less. The copies are
+        # scratch, so a run that stops before that batch just drops it.
+        _phase_a(s, t, s.phase_a_next, dtype_)
 
 
 cdef void _phase_2_task(void* ctx, Py_ssize_t j, int worker) noexcept nogil:
@@ -201,9 +228,12 @@ cdef void _phase_2_task(void* ctx, Py_ssize_t j, int worker) noexcept nogil:
         _first_layer_rows(s, j, <double*> NULL)
 
 
-cdef void feature_split_weight_gradients(SplitStep* s, int threads, bint step) noexcept nogil:
+cdef void feature_split_weight_gradients(SplitStep* s, int threads, bint step,
+                                         const Py_ssize_t* next_order) noexcept nogil:
     s.step_now, s.threads = step, threads
+    s.phase_a_next = next_order if step and _fuse_phase_a else NULL
     pool_run_owned(_phase_2_task, s, s.shares + n_weight_blocks(s, 1), threads)
+    s.phase_a_done, s.phase_a_next = s.phase_a_next, NULL
 
 
 MIN_WORK = FEATURE_MIN_WORK

@@ -309,7 +309,7 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                         loss = split_forward_backward(&split, parts, &hits)
                     if hooked:
                         # The hook sees the whole batch's gradient; the step follows it.
-                        _split_weight_gradients(&split, parts, False, features)
+                        _split_weight_gradients(&split, parts, False, features, NULL)
                     x_next = NULL
                 else:
                     if batch == 1:
@@ -385,7 +385,9 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
                     if hooked:
                         split_optimizer_step(&split, parts)
                     else:
-                        _split_weight_gradients(&split, parts, True, features)
+                        # With it, phase A of a next batch as big (cmlp._feature_split).
+                        _split_weight_gradients(&split, parts, True, features,
+                                                &order[start + m] if start + 2 * m <= n else NULL)
                     gate_leave()
                 elif not fused:
                     gate_enter()
@@ -410,9 +412,10 @@ cdef int _run(BatchStepper self, floating[::1] params, floating[::1] grads,
 
 
 cdef inline void _split_weight_gradients(SplitStep* split, int parts, bint step,
-                                         bint features) noexcept nogil:
+                                         bint features,
+                                         const Py_ssize_t* next_order) noexcept nogil:
     if features:
-        feature_split_weight_gradients(split, parts, step)
+        feature_split_weight_gradients(split, parts, step, next_order)
     else:
         split_weight_gradients(split, parts, step)
 

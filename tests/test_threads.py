@@ -188,6 +188,26 @@ def test_a_fixed_thread_count_gives_the_same_bits(dtype, split):
             np.testing.assert_array_equal(other.parameters, runs[0].parameters)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"optimizer": "adam", "dropout": 0.2},
+                                    {"momentum": 0.9, "weight_decay": 1e-3}])
+@pytest.mark.parametrize("batch_size", [32, 128])
+def test_phase_a_run_with_the_last_step_gives_the_same_bits(kwargs, batch_size):
+    # 500 rows: the last batch is smaller, so the step before it runs phase A alone.
+    X, y = data(dtype=np.float32, sizes=FEATURES)
+    X, y = X[:500], y[:500]
+    runs, before = [], shared_jobs()
+    for fuse in (True, False):
+        previous = _feature_split.fuse_phase_a(fuse)
+        try:
+            runs.append(trained(2, "float32", sizes=FEATURES, X=X, y=y, batch_size=batch_size,
+                                **dict(kwargs))[0])
+        finally:
+            _feature_split.fuse_phase_a(previous)
+    np.testing.assert_array_equal(runs[0].parameters, runs[1].parameters)
+    assert _feature_split.fuse_phase_a() is True
+    assert shared_jobs() > before
+
+
 def test_sparse_input_trains_on_one_thread_whatever_threads_says():
     X, y = data(dtype=np.float32)
     X[X < 0.5] = 0
