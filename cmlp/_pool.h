@@ -338,6 +338,19 @@ static void cmlp_pool_stats(long *shared, long *solo) {
     *solo = cmlp_pool.jobs_solo;
 }
 
+/* Forget the busy-machine rule's history (straggles, solo stretch), as at
+   start; nothing when a job is running. */
+static void cmlp_pool_forget_stragglers(void) {
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&cmlp_pool.busy, &expected, 1, 0, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+        return;
+    cmlp_pool.solo_left = 0;
+    cmlp_pool.straggles = 0;
+    cmlp_pool.solo_next = CMLP_POOL_SOLO_MIN;
+    __atomic_store_n(&cmlp_pool.busy, 0, __ATOMIC_RELEASE);
+}
+
 static int cmlp_pool_helpers(void) {
     return __atomic_load_n(&cmlp_pool.n_helpers, __ATOMIC_ACQUIRE);
 }

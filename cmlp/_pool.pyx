@@ -32,6 +32,7 @@ cdef extern from "_pool.h" nogil:
     void cmlp_pool_run_owned(cmlp_task_fn fn, void* ctx, Py_ssize_t n_tasks, int threads)
     int cmlp_pool_helpers()
     void cmlp_pool_stats(long* shared, long* solo)
+    void cmlp_pool_forget_stragglers()
     int CMLP_POOL_MAX_THREADS
 
 cdef enum:
@@ -79,6 +80,13 @@ def stats():
     cdef long shared, solo
     cmlp_pool_stats(&shared, &solo)
     return shared, solo
+
+
+def _forget_stragglers():
+    """Forget the busy-machine rule's history, as at start (for tests): the
+    next jobs run on several threads unless they straggle themselves, not
+    because an earlier test's jobs did."""
+    cmlp_pool_forget_stragglers()
 
 
 def helper_threads():
