@@ -2,12 +2,13 @@
 
 Design
 ------
-* Rows are processed in tasks of at most CHUNK rows (big enough for
-  efficient GEMMs, small enough that the scratch stays in cache), on up to
+* Rows are processed in tasks of at most 1024 rows (big enough for
+  efficient GEMMs, small enough that the scratch stays in cache; fewer for
+  a big network, cmlp._pool.task_rows_for), on up to
   `threads` threads (cmlp._pool): each worker has its own scratch, and each
   task writes only its own rows of the output (forward) or its own partial
-  sums (evaluate, added in task order). evaluate's tasks are always CHUNK
-  rows, so its sums do not depend on the thread count.
+  sums (evaluate, added in task order). evaluate's task size depends on
+  the network and n only, so its sums do not depend on the thread count.
 * Every entry point allocates its own scratch per call (malloc) and touches
   no shared mutable state, so threads may share one network. While cmlp's
   threads run (or threads= was given) BLAS runs one thread per call
@@ -42,7 +43,7 @@ from cmlp._kernels cimport (OUT_EXP, OUT_SIGMOID, OUT_SOFTMAX, exp_forward, mse_
                             poisson_loss, sigmoid_bce_loss, sigmoid_forward, softmax_forward,
                             softmax_xent_loss)
 from cmlp._panel_gemm cimport cmlp_free_layers, cmlp_pack_layers, cmlp_panel_gemm_available
-from cmlp._pool cimport pool_run, threads_for
+from cmlp._pool cimport pool_run, task_rows_for, threads_for
 from cmlp._sparse cimport CsrMatrix, CsrRows
 
 from cmlp._threads import default_threads
@@ -53,11 +54,10 @@ from cmlp._threads import default_threads
 cnp.import_array()
 
 cdef enum:
-    CHUNK = 1024
     # Multiply-adds below which forward keeps the GIL (~50 us of work).
     GIL_RELEASE_WORK = 1 << 19
     # Tasks per round between two looks for signals: two a thread, so
-    # that Ctrl-C waits for about two tasks (CHUNK rows each) at most.
+    # that Ctrl-C waits for about two tasks at most.
     TASKS_PER_THREAD = 2
     MAX_WORKERS = 64
     ROUND = TASKS_PER_THREAD * MAX_WORKERS
@@ -253,8 +253,10 @@ cdef int _call_rows(_Rows* job, NetLayout layout, Py_ssize_t n, object threads,
     # asked for threads=1; else, as before threads=, OpenBLAS's own choice.
     serial_blas = t_count > 1 or threads is not None
     job.layout = &layout.c
-    # evaluate: CHUNK rows a task whatever the threads (the same sums).
-    job.task_rows = min(n, CHUNK) if evaluating else min(CHUNK, (n + t_count - 1) // t_count)
+    # evaluate: the same task size whatever the threads (the same sums).
+    job.task_rows = task_rows_for(n, layout.c.n_params)
+    if not evaluating:
+        job.task_rows = min(job.task_rows, (n + t_count - 1) // t_count)
     t_count = min(t_count, (n + job.task_rows - 1) // job.task_rows)
     for w in range(t_count):
         job.scratch[w] = NULL

@@ -19,3 +19,5 @@ cdef int threads_for(int threads, Py_ssize_t rows, Py_ssize_t n_params) noexcept
 # The same rule with a split's own bar of multiply-adds a thread (min_work).
 cdef int threads_for_work(int threads, Py_ssize_t rows, Py_ssize_t n_params,
                           Py_ssize_t min_work) noexcept nogil
+# Rows a task of a row pass over n rows gets (the rule: _pool.pyx).
+cdef Py_ssize_t task_rows_for(Py_ssize_t n, Py_ssize_t n_params) noexcept nogil

@@ -24,6 +24,10 @@ Design
   784-128-64-10 at batch 32 ran 1.30x there, 784-64-10 at batch 64 (3.3
   million) 1.24x, 784-32-10 at batch 128 (3.3 million) 1.23x, while
   64-256-256-10 at batch 32 (2.7 million, split by columns) ran 0.85x.
+* The task-size rule, `task_rows_for`, for the row passes of
+  cmlp._entry: CHUNK rows a task, fewer (not below MIN_TASK_ROWS) where
+  that would exceed 2^TASK_WORK_LOG2 multiply-adds. A caller looks for Ctrl-C
+  between rounds of tasks, so this bounds how long a signal waits.
 """
 
 cdef extern from "_pool.h" nogil:
@@ -38,6 +42,13 @@ cdef extern from "_pool.h" nogil:
 cdef enum:
     MIN_ROWS = 4
     MIN_WORK = 1 << 22
+    CHUNK = 1024
+    # 2^31 multiply-adds: ~50 ms of float32 on a core (784-2048-2048-10 at
+    # 88 GFLOP/s, 368 rows). Its 1024-row tasks took 0.13 s (0.4 s in the
+    # sanitizer build), and Ctrl-C, waiting for a round of two tasks a
+    # thread, came 1.03-1.12 s after the signal there.
+    TASK_WORK_LOG2 = 31
+    MIN_TASK_ROWS = 64
 
 MAX_THREADS = CMLP_POOL_MAX_THREADS
 
@@ -62,6 +73,19 @@ cdef int threads_for_work(int threads, Py_ssize_t rows, Py_ssize_t n_params,
 
 cdef int threads_for(int threads, Py_ssize_t rows, Py_ssize_t n_params) noexcept nogil:
     return threads_for_work(threads, rows, n_params, MIN_WORK)
+
+
+cdef Py_ssize_t task_rows_for(Py_ssize_t n, Py_ssize_t n_params) noexcept nogil:
+    cdef Py_ssize_t rows = ((<Py_ssize_t> 1) << TASK_WORK_LOG2) // max(n_params, 1)
+    return min(n, max(MIN_TASK_ROWS, min(CHUNK, rows)))
+
+
+def task_rows(Py_ssize_t n, Py_ssize_t n_params):
+    """Rows a task of a row pass over `n` rows of an `n_params`-parameter
+    network gets (the task-size rule in this module's docstring)."""
+    if n < 0 or n_params < 0:
+        raise ValueError(f"n and n_params must be >= 0, got {n} and {n_params}")
+    return task_rows_for(n, n_params)
 
 
 def effective_threads(int threads, Py_ssize_t rows, Py_ssize_t n_params, min_work=None):

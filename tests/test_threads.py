@@ -379,11 +379,36 @@ def test_predict_and_evaluate_split_their_rows():
     P2 = net.predict_proba(X, threads=2)
     assert shared_jobs() > before
     np.testing.assert_allclose(P2, P1, rtol=1e-5, atol=1e-7)
-    # evaluate's tasks are fixed at 1024 rows: the same sums for any count.
+    # evaluate's tasks do not depend on the thread count: the same sums.
     assert net.evaluate(X, y, threads=1) == net.evaluate(X, y, threads=2)
     X[4321, 7] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         net.predict_proba(X, threads=2)
+
+
+def test_a_big_network_gets_smaller_tasks_so_ctrl_c_is_seen_soon():
+    # Ctrl-C is looked for between rounds of tasks: a task is at most 2^31
+    # multiply-adds where 64 rows allow, so a round stays short.
+    assert _pool.task_rows(5000, 101386) == 1024 and _pool.task_rows(300, 101386) == 300
+    assert _pool.task_rows(10**5, 784 * 2048 + 2048 * 2048 + 2048 * 10 + 4106) == 368
+    assert _pool.task_rows(10**5, 10**9) == 64 and _pool.task_rows(10, 10**9) == 10
+    with pytest.raises(ValueError, match="n_params"):
+        _pool.task_rows(10, -1)
+    # A 4.5-million-parameter net: 479 rows a task, 1000 rows in three.
+    sizes = [128, 2048, 2048, 10]
+    X, y = data(n=1000, dtype=np.float32, sizes=sizes)
+    net = Network(sizes, dtype="float32", seed=0)
+    assert _pool.task_rows(1000, net.parameters.size) == 479
+    a = X.astype(np.float64)
+    for i, (W, b) in enumerate(zip(net.weights, net.biases)):
+        z = reference.linear_forward(a, W.astype(np.float64), b.astype(np.float64))
+        a = reference.relu_forward(z) if i < len(sizes) - 2 else reference.softmax_forward(z)
+    expected = a
+    before = shared_jobs()
+    P2 = net.predict_proba(X, threads=2)
+    assert shared_jobs() > before
+    np.testing.assert_allclose(P2, expected, rtol=1e-4, atol=1e-6)
+    assert net.evaluate(X, y, threads=1) == net.evaluate(X, y, threads=2)
 
 
 @pytest.mark.parametrize("bad,error", [(0, ValueError), (-1, ValueError), (65, ValueError),
