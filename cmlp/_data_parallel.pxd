@@ -51,6 +51,7 @@ cdef struct SplitStep:
     Py_ssize_t copy_stride          # elements from one task's copy to the next
     Py_ssize_t partial_at           # where a copy's partial z1 starts
     int n_copies
+    Py_ssize_t feature_blocks       # tasks of phases A and 2 (input feature blocks)
     const Py_ssize_t* phase_a_next  # IN phase 2's next batch (m rows) for phase A, or NULL
     const Py_ssize_t* phase_a_done  # the batch whose phase A the copies hold, or NULL
 

@@ -26,7 +26,8 @@ SIZES = [128, 256, 256, 10]         # 101,386 parameters: 128 rows split over 3 
 FEATURES = [784, 128, 16, 10]
 # Each of the three ways a batch is split: (widths, batch size).
 # At batch 32 the feature split's first-layer gemms go by blocks of 8 rows
-# (linear_forward's small-matrix path).
+# (linear_forward's small-matrix path), and its phase B is one share, run by
+# the caller alone; at 128 it is two shares, on 2 threads and on 3.
 SPLITS = {"by-columns": (SIZES, 128), "by-rows": (SIZES, 256), "by-features": (FEATURES, 128),
           "by-features-32": (FEATURES, 32)}
 
@@ -128,6 +129,12 @@ def test_the_split_rule_goes_by_features_when_the_first_layer_dominates():
     assert not _feature_split.splits_by_features([12, 400, 10], 2)           # 12 features
     # 784-512-256-10: W1 is 3x the rest.
     assert _feature_split.splits_by_features([784, 512, 256, 10], 2)
+
+
+def test_a_feature_split_phase_b_share_has_64_rows_at_least():
+    assert [_feature_split.phase_b_shares_for(2, m) for m in (1, 32, 127, 128, 512)] == [1, 1, 1, 2, 2]
+    assert _feature_split.phase_b_shares_for(3, 128) == 2
+    assert _feature_split.phase_b_shares_for(4, 200) == 3 and _feature_split.phase_b_shares_for(4, 10**4) == 4
 
 
 def test_the_split_rule_goes_by_rows_for_big_batches_only():
