@@ -2,6 +2,7 @@
 mpiexec of the MPICH wheel the test extra installs."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -166,8 +167,12 @@ def test_a_rank_that_stops_answering_ends_the_job_within_the_step_timeout():
                             capture_output=True, text=True, timeout=120)
     took = time.monotonic() - start
     assert result.returncode != 0
-    assert "no training step completed for 2 s (CMLP_MPI_TIMEOUT=2)" in result.stderr, \
-        result.stderr[-3000:]
+    # The message gives the silence the watchdog measured: 2 s and a poll
+    # (0.5 s) at most on a quiet machine; the sanitizer build on a loaded
+    # CI machine once reported 3 s.
+    silences = re.findall(r"no training step completed for (\d+) s \(CMLP_MPI_TIMEOUT=2\)",
+                          result.stderr)
+    assert silences and all(2 <= int(s) < 30 for s in silences), result.stderr[-3000:]
     assert "finished" not in result.stdout
     assert 2 <= took < 30, took
 
