@@ -34,7 +34,8 @@ Design
   other task's rows, dz1), never W1.
 * Phase 2 of one step and phase A of the next run as one job when the next
   batch has as many rows: task t steps its rows of W1, then computes P_t of
-  the next batch from them. Two jobs a step instead of three, and the other
+  the next batch from them. Two jobs a step instead of three (one, where
+  phase B is one share run by the caller), and the other
   layers' blocks (claimed by whichever thread is free) absorb the
   difference between the threads' phase A.
 * Bits depend on the task count (the order of z1's partial sums) and the
