@@ -56,23 +56,14 @@ def relative(a, b):
 
 
 def shared_jobs():
-    # Jobs run on several threads so far. Taking the count also forgets the
-    # pool's stragglers (see the fixture below), so that the next job runs
-    # shared whatever the jobs before it met: a test's own first fit on a
-    # loaded machine could start a solo stretch that its checked call then
-    # ran in (seen once: a diverging fit after a fit, in the full suite).
+    """Jobs run on several threads so far. Every check that a call ran on
+    several threads takes this count before the call, and taking it forgets
+    the pool's stragglers: after two jobs in a row waited long for a helper
+    (a busy CI machine), the pool runs the next 16-4096 jobs on the caller
+    alone, and a one-step fit (3-4 jobs) would then never reach a helper
+    because of what an earlier test, or the test's own first fit, met."""
     _pool._forget_stragglers()
     return _pool.stats()[0]
-
-
-@pytest.fixture(autouse=True)
-def _no_solo_stretch_left_from_earlier_tests():
-    # After two jobs in a row waited long for a helper (a busy CI machine),
-    # the pool runs the next 16-4096 jobs on the caller alone. A one-step
-    # fit here is 3-4 jobs: it would then never reach a helper, and the
-    # tests' checks that jobs ran on several threads would fail for what an
-    # earlier test met.
-    _pool._forget_stragglers()
 
 
 # ------------------------------------------------------------- the rule ----
