@@ -297,7 +297,9 @@ def main(argv=None):
             "over_floor": paired_ratio("cmlp float32", "GEMM floor", batch),
             "one_thread_over_floor_1": paired_ratio("cmlp float32, 1 thread",
                                                     "GEMM floor, 1 thread", batch),
-            "two_core_ceiling": statistics.median(2 * a / t for a, t in pairs) if pairs else None}
+            "two_core_ceiling": statistics.median(2 * a / t for a, t in pairs) if pairs else None,
+            # Each round's (one floor epoch alone, two at once) in seconds.
+            "two_core_rounds": [list(pair) for pair in pairs]}
     print(f"\nThreads, {SIZES}: cmlp at {threads} threads against 1 (medians of per-round "
           "ratios); the GEMM floor with OpenBLAS's threads; the two-core ceiling")
     print(markdown_table(

@@ -1,6 +1,7 @@
 """The bench scripts still run (on tiny synthetic data). No timing is judged here."""
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -40,7 +41,15 @@ def test_bench_script_runs(tmp_path, script, kind, table):
             assert set(payload["results"][name]) == {"1", "32", "128", "512"}
             assert all(cell["median_s"] > 0 for cell in payload["results"][name].values())
         assert set(payload["threads"]) == {"32", "128", "512"}
-        assert all(1 / 3 < cell["two_core_ceiling"] < 3 for cell in payload["threads"].values())
+        for cell in payload["threads"].values():
+            # Timing is judged in bench/, never here: the smoke epochs are
+            # milliseconds on a shared machine. The ceiling is the median of
+            # its rounds' 2 x alone / together.
+            rounds = cell["two_core_rounds"]
+            assert len(rounds) == payload["settings"]["repeats"]
+            assert all(alone > 0 and together > 0 for alone, together in rounds)
+            assert cell["two_core_ceiling"] == pytest.approx(
+                statistics.median(2 * alone / together for alone, together in rounds))
     elif kind == "sklearn":
         sets = {"digits", "breast cancer", "wine", "diabetes"}
         assert set(payload["results"]) == (sets | {f"{s}, lbfgs" for s in sets}
