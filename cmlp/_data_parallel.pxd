@@ -45,11 +45,14 @@ cdef struct SplitStep:
     int threads                     # likewise
     Py_ssize_t layer                # the layer of a column job
     # The feature split (cmlp._feature_split), when allocated: per task its
-    # input features of the batch (batch, width) and its partial first-layer
-    # pre-activations (batch, sizes[1]).
+    # input features of the batch (batch, width), its partial first-layer
+    # pre-activations (batch, sizes[1]) and, with a second hidden layer, its
+    # partial z2 (batch, sizes[2]: cmlp._unit_split).
     void* copies
     Py_ssize_t copy_stride          # elements from one task's copy to the next
     Py_ssize_t partial_at           # where a copy's partial z1 starts
+    Py_ssize_t partial2_at          # where a copy's partial z2 starts
+    bint by_units                   # this step's phase B runs by units
     int n_copies
     Py_ssize_t feature_blocks       # tasks of phases A and 2 (input feature blocks)
     const Py_ssize_t* phase_a_next  # IN phase 2's next batch (m rows) for phase A, or NULL
@@ -80,9 +83,11 @@ cdef void share_rows(const SplitStep* s, Py_ssize_t p, Py_ssize_t* r0,
 
 # Share p through forward_pass and backward_deltas, in the whole batch's
 # layout: its labels (targets, weights) gathered, its loss and hits into
-# s.loss[p], s.hits[p]. Its rows of X are gathered first; with
-# first_layer_done, its rows of z1 are in layer 1's slot of s.work instead.
-cdef void share_pass(SplitStep* s, Py_ssize_t p, bint first_layer_done) noexcept nogil
+# s.loss[p], s.hits[p]. Its rows of X are gathered first; with layers_done
+# (forward_pass's) 1, its rows of z1 are in layer 1's slot of s.work
+# instead; with 2, layer 1 is done and its rows of z2 are in layer 2's slot,
+# and the deltas stop at layer 2's.
+cdef void share_pass(SplitStep* s, Py_ssize_t p, Py_ssize_t layers_done) noexcept nogil
 
 # Block j of phase 2's blocks of layers first.. (rows of W_l, over all m
 # rows, from this workspace, deltas and batch input), as split_weight_gradients
@@ -90,6 +95,9 @@ cdef void share_pass(SplitStep* s, Py_ssize_t p, bint first_layer_done) noexcept
 cdef Py_ssize_t n_weight_blocks(const SplitStep* s, Py_ssize_t first) noexcept nogil
 cdef void weight_block(SplitStep* s, Py_ssize_t j, Py_ssize_t first, const void* work,
                        const void* deltas, const void* batch_X) noexcept nogil
+# Rows [i0, i1) of W_l (and b_l when i0 == 0) as one of those blocks.
+cdef void weight_rows(SplitStep* s, Py_ssize_t l, Py_ssize_t i0, Py_ssize_t i1,
+                      const void* work, const void* deltas, const void* batch_X) noexcept nogil
 
 # The optimizer step (s's kind, lr, ...) on parameters [p0, p1).
 cdef void step_range(SplitStep* s, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil

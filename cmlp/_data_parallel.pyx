@@ -125,7 +125,7 @@ cdef inline void _labels_of(SplitStep* s, Py_ssize_t r0, Py_ssize_t rows, const 
             weight[0] += w[0][i]
 
 
-cdef inline void _share(SplitStep* s, Py_ssize_t p, bint first_layer_done,
+cdef inline void _share(SplitStep* s, Py_ssize_t p, Py_ssize_t layers_done,
                         floating* dtype_) noexcept nogil:
     # Share p: rows [r0, r0 + rows) of the batch, written where the whole
     # batch's would be (forward_pass's row0, region_rows), so that phase 2
@@ -136,7 +136,7 @@ cdef inline void _share(SplitStep* s, Py_ssize_t p, bint first_layer_done,
     cdef const floating* w
     cdef double share_weight, scale = 0
     share_rows(s, p, &r0, &rows)
-    if first_layer_done:
+    if layers_done:
         _gather_labels(s, r0, rows, dtype_)
     else:
         _gather(s, r0, rows, dtype_)
@@ -144,23 +144,25 @@ cdef inline void _share(SplitStep* s, Py_ssize_t p, bint first_layer_done,
     if s.weight_total > 0:
         scale = s.gradient_scale * share_weight / s.weight_total
     forward_pass(<floating*> s.work, <const floating*> s.params, s.layout,
-                 NULL if first_layer_done else <const floating*> s.batch_X + r0 * s.d, rows,
-                 True, s.dropout_key, s.batch_index, NULL, first_layer_done, NULL, r0, s.m)
+                 NULL if layers_done else <const floating*> s.batch_X + r0 * s.d, rows,
+                 True, s.dropout_key, s.batch_index, NULL, layers_done, NULL, r0, s.m)
+    # The deltas of the layers from layer 1 on (0-based), or from the last
+    # one done: cmlp._unit_split computes dz1 itself, by columns.
     s.loss[p] = backward_deltas(<floating*> s.deltas, <const floating*> s.params,
                                 <floating*> s.work, s.layout, lab, tgt, w, rows, True,
-                                <floating> scale, &hits, r0, s.m)
+                                <floating> scale, &hits, r0, s.m, max(layers_done - 1, 0))
     s.hits[p] = hits
 
 
-cdef void share_pass(SplitStep* s, Py_ssize_t p, bint first_layer_done) noexcept nogil:
+cdef void share_pass(SplitStep* s, Py_ssize_t p, Py_ssize_t layers_done) noexcept nogil:
     if s.single:
-        _share(s, p, first_layer_done, <float*> NULL)
+        _share(s, p, layers_done, <float*> NULL)
     else:
-        _share(s, p, first_layer_done, <double*> NULL)
+        _share(s, p, layers_done, <double*> NULL)
 
 
 cdef void _share_task(void* ctx, Py_ssize_t p, int worker) noexcept nogil:
-    share_pass(<SplitStep*> ctx, p, False)
+    share_pass(<SplitStep*> ctx, p, 0)
 
 
 cdef void _gather_task(void* ctx, Py_ssize_t p, int worker) noexcept nogil:
@@ -298,11 +300,26 @@ cdef Py_ssize_t n_weight_blocks(const SplitStep* s, Py_ssize_t first) noexcept n
 
 cdef inline void _block(SplitStep* s, Py_ssize_t j, Py_ssize_t first, const floating* work,
                         const floating* deltas, const floating* batch_X) noexcept nogil:
-    # Block j of layers first..: rows [i0, i1) of some W_l (and b_l with the
-    # block of row 0), over all m rows of the batch: one gemm, as
-    # linear_backward's but for these rows of dW.
+    # Block j of layers first..: rows [i0, i1) of some W_l.
+    cdef Py_ssize_t l = first, per, count
+    while True:
+        per = _block_rows(s, l)
+        count = (s.layout.sizes[l] + per - 1) // per
+        if j < count:
+            break
+        j -= count
+        l += 1
+    _rows_of_w(s, l, j * per, min((j + 1) * per, s.layout.sizes[l]), work, deltas, batch_X)
+
+
+cdef inline void _rows_of_w(SplitStep* s, Py_ssize_t l, Py_ssize_t i0, Py_ssize_t i1,
+                            const floating* work, const floating* deltas,
+                            const floating* batch_X) noexcept nogil:
+    # Rows [i0, i1) of W_l (and b_l with the block of row 0), over all m
+    # rows of the batch: one gemm, as linear_backward's but for these rows
+    # of dW.
     cdef const Layout* layout = s.layout
-    cdef Py_ssize_t l = first, per, count, i0, i1, n_in, n_out, offset = 0, m = s.m
+    cdef Py_ssize_t n_in = layout.sizes[l], n_out = layout.sizes[l + 1], offset = 0, m = s.m
     cdef floating* params = <floating*> s.params
     cdef floating* grads = <floating*> s.grads
     cdef floating* target
@@ -310,19 +327,9 @@ cdef inline void _block(SplitStep* s, Py_ssize_t j, Py_ssize_t first, const floa
     cdef const floating* dz
     cdef floating alpha = 1
     cdef bint fused = s.step_now and s.fused_sgd
-    for i0 in range(1, first + 1):
-        offset += layout.sizes[i0]
-    while True:
-        per = _block_rows(s, l)
-        count = (layout.sizes[l] + per - 1) // per
-        if j < count:
-            break
-        j -= count
-        offset += layout.sizes[l + 1]
-        l += 1
-    n_in, n_out = layout.sizes[l], layout.sizes[l + 1]
-    i0 = j * per
-    i1 = min(i0 + per, n_in)
+    cdef Py_ssize_t i
+    for i in range(1, l + 1):
+        offset += layout.sizes[i]
     if fused:
         alpha = -<floating> s.lr
     if l == 0:
@@ -359,6 +366,16 @@ cdef void weight_block(SplitStep* s, Py_ssize_t j, Py_ssize_t first, const void*
     else:
         _block(s, j, first, <const double*> work, <const double*> deltas,
                <const double*> batch_X)
+
+
+cdef void weight_rows(SplitStep* s, Py_ssize_t l, Py_ssize_t i0, Py_ssize_t i1,
+                      const void* work, const void* deltas, const void* batch_X) noexcept nogil:
+    if s.single:
+        _rows_of_w(s, l, i0, i1, <const float*> work, <const float*> deltas,
+                   <const float*> batch_X)
+    else:
+        _rows_of_w(s, l, i0, i1, <const double*> work, <const double*> deltas,
+                   <const double*> batch_X)
 
 
 cdef void step_range(SplitStep* s, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:

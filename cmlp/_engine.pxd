@@ -41,8 +41,10 @@ cdef struct Layout:
 # row of z1 non-finite (IEEE sums and products keep it; the weights are
 # finite), so this checks X at a sixth of the reads for MNIST's 784 -> 128.
 # sparse: X is these CSR rows instead (X is then NULL), e.g. TF-IDF features.
-# first_layer_done: layer 1's z1 is already in its slot (work[0 : m * sizes[1]]),
-# put there by backward_pass's x_next; start from its activation.
+# layers_done: the z of the first layers_done layers is already in their
+# slots, all but the last of them activated: 1 for layer 1's z1 (put there
+# by backward_pass's x_next, or cmlp._feature_split's partial sums), 2 for
+# cmlp._unit_split's z2; start from the last one's activation.
 # row0, region_rows: these m rows are rows row0.. of a training batch of
 # region_rows rows (a worker thread's share, cmlp._data_parallel) whose
 # workspace is laid out for all region_rows of them: each share's rows land
@@ -55,7 +57,7 @@ cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
                             Py_ssize_t m, bint train, uint64_t dropout_key,
                             uint64_t step, bint* first_finite=*,
-                            bint first_layer_done=*,
+                            Py_ssize_t layers_done=*,
                             const CsrRows* sparse=*,
                             Py_ssize_t row0=*, Py_ssize_t region_rows=*,
                             float** panels=*) noexcept nogil
@@ -67,7 +69,7 @@ cdef floating* forward_pass(floating* work, const floating* params,
 # loss is non-finite). weights (m) or NULL. Returns the (weighted) loss *sum*.
 # x_next (fused SGD at m == 1 only, else NULL): the next row to train on; its
 # layer-1 pre-activation is computed in the same pass over W1 as the update
-# and left in layer 1's slot, for forward_pass(..., first_layer_done=True).
+# and left in layer 1's slot, for forward_pass(..., layers_done=1).
 # sparse: the CSR rows that were forward_pass's input (X NULL); needs grads.
 # gradient_scale multiplies every gradient (through dL/dz_out, m x k values:
 # no pass over the gradient buffer), e.g. a data-parallel rank's share.
@@ -81,16 +83,18 @@ cdef double backward_pass(floating* grads, floating* params, floating* work,
 
 # backward_pass's deltas without its gradients, for a share of a batch
 # split over threads (cmlp._data_parallel): after forward_pass(work, ...,
-# m, train, row0=row0, region_rows=M), dL/dz of every layer l for these
-# rows into deltas (M * act_width, laid out like the slots: layer l's
-# region at M * sum(sizes[1:l+1]), these rows from row0 on), times
-# gradient_scale. Returns the (weighted) loss sum; nothing more is computed
-# when it is not finite.
+# m, train, row0=row0, region_rows=M), dL/dz of every layer l >= lowest
+# (0-based; the layers below are left to the caller) for these rows into
+# deltas (M * act_width, laid out like the slots: layer l's region at
+# M * sum(sizes[1:l+1]), these rows from row0 on), times gradient_scale.
+# Returns the (weighted) loss sum; nothing more is computed when it is not
+# finite.
 cdef double backward_deltas(floating* deltas, const floating* params, floating* work,
                             const Layout* layout, const int32_t* labels,
                             const floating* targets, const floating* weights, Py_ssize_t m,
                             bint train, floating gradient_scale, Py_ssize_t* n_correct,
-                            Py_ssize_t row0, Py_ssize_t region_rows) noexcept nogil
+                            Py_ssize_t row0, Py_ssize_t region_rows,
+                            Py_ssize_t lowest=*) noexcept nogil
 
 # backward_deltas' first step alone: the output layer's deltas for these
 # rows (loss backward, times gradient_scale); returns the loss sum.
@@ -104,11 +108,13 @@ cdef double output_deltas(floating* deltas, floating* work, const Layout* layout
 # (cmlp._data_parallel), in a workspace (and deltas) laid out for its m
 # rows: columns [c0, c1) of layer l's forward (z, then for a hidden layer
 # its activation and dropout, as forward_pass computes them), once layer
-# l - 1 is complete; X is the batch's input, read when l == 0.
+# l - 1 is complete; X is the batch's input, read when l == 0. z_done:
+# those columns of z are in the slot already (cmlp._unit_split's sums of
+# partial pre-activations): the activation (and dropout) only.
 cdef void layer_forward_columns(floating* work, const floating* params, const Layout* layout,
                                 const floating* X, Py_ssize_t m, Py_ssize_t l, Py_ssize_t c0,
                                 Py_ssize_t c1, bint train, uint64_t dropout_key,
-                                uint64_t step) noexcept nogil
+                                uint64_t step, bint z_done=*) noexcept nogil
 # Columns [c0, c1) of layer l - 1's deltas (l >= 1), once layer l's are
 # complete: (dz_l @ W_l^T) times the activation's derivative (and dropout's
 # mask), as backward_deltas computes them.

@@ -162,7 +162,7 @@ cdef floating* forward_pass(floating* work, const floating* params,
                             const Layout* layout, const floating* X,
                             Py_ssize_t m, bint train, uint64_t dropout_key,
                             uint64_t step, bint* first_finite=NULL,
-                            bint first_layer_done=False,
+                            Py_ssize_t layers_done=0,
                             const CsrRows* sparse=NULL,
                             Py_ssize_t row0=0, Py_ssize_t region_rows=0,
                             float** panels=NULL) noexcept nogil:
@@ -177,12 +177,15 @@ cdef floating* forward_pass(floating* work, const floating* params,
     for l in range(L):
         n_in = layout.sizes[l]
         n_out = layout.sizes[l + 1]
+        if l + 1 < layers_done:
+            offset += n_out                   # done, activation and all
+            continue
         slot = _rows(work, M, offset, row0 if region_rows else 0, n_out)
         relu_done = False
         if l == 0 and sparse != NULL:
             csr_linear_forward(slot, sparse, params + layout.w_offsets[0],
                                params + layout.b_offsets[0], m, n_in, n_out)
-        elif floating is float and panels != NULL and (l > 0 or not first_layer_done):
+        elif floating is float and panels != NULL and l >= layers_done:
             # Inference with W packed once per call (cmlp/_panel_gemm.h); a
             # hidden ReLU and layer 1's finiteness check ride on its store.
             relu_done = l < L - 1 and layout.activations[l] == ACT_RELU
@@ -190,7 +193,7 @@ cdef floating* forward_pass(floating* work, const floating* params,
                                        m, n_in, n_out, relu_done)
             if l == 0 and first_finite != NULL:
                 first_finite[0] = finite
-        elif l > 0 or not first_layer_done:
+        elif l >= layers_done:
             linear_forward(slot, a_prev, params + layout.w_offsets[l],
                            params + layout.b_offsets[l], m, n_in, n_out)
         if l == 0 and first_finite != NULL and not (floating is float and panels != NULL):
@@ -321,7 +324,8 @@ cdef double backward_deltas(floating* deltas, const floating* params, floating* 
                             const Layout* layout, const int32_t* labels,
                             const floating* targets, const floating* weights, Py_ssize_t m,
                             bint train, floating gradient_scale, Py_ssize_t* n_correct,
-                            Py_ssize_t row0, Py_ssize_t region_rows) noexcept nogil:
+                            Py_ssize_t row0, Py_ssize_t region_rows,
+                            Py_ssize_t lowest=0) noexcept nogil:
     cdef Py_ssize_t l, n, L = layout.n_layers, M = region_rows
     cdef Py_ssize_t offset = layout.act_width - layout.sizes[L]  # layer L - 1's slot
     cdef floating* dz = _rows(deltas, M, offset, row0, layout.sizes[L])
@@ -331,7 +335,7 @@ cdef double backward_deltas(floating* deltas, const floating* params, floating* 
                                      gradient_scale, n_correct, row0, region_rows)
     if not isfinite(loss):
         return loss
-    for l in range(L - 1, 0, -1):
+    for l in range(L - 1, lowest, -1):
         n = layout.sizes[l]
         offset -= n
         slot = _rows(work, M, offset, row0, n)
@@ -357,7 +361,7 @@ cdef inline Py_ssize_t _slot_offset(const Layout* layout, Py_ssize_t l) noexcept
 cdef void layer_forward_columns(floating* work, const floating* params, const Layout* layout,
                                 const floating* X, Py_ssize_t m, Py_ssize_t l, Py_ssize_t c0,
                                 Py_ssize_t c1, bint train, uint64_t dropout_key,
-                                uint64_t step) noexcept nogil:
+                                uint64_t step, bint z_done=False) noexcept nogil:
     cdef Py_ssize_t i, n_out = layout.sizes[l + 1], width = c1 - c0
     cdef Py_ssize_t offset = _slot_offset(layout, l)
     cdef floating* slot = work + m * offset
@@ -365,9 +369,10 @@ cdef void layer_forward_columns(floating* work, const floating* params, const La
     cdef floating* mask = work + m * (layout.act_width + layout.hidden_width + offset)
     cdef floating* a
     cdef uint64_t seed
-    linear_forward_columns(slot, X if l == 0 else layer_input(work, layout, m, l, train),
-                           params + layout.w_offsets[l], params + layout.b_offsets[l], m,
-                           layout.sizes[l], n_out, c0, c1)
+    if not z_done:
+        linear_forward_columns(slot, X if l == 0 else layer_input(work, layout, m, l, train),
+                               params + layout.w_offsets[l], params + layout.b_offsets[l], m,
+                               layout.sizes[l], n_out, c0, c1, 0, layout.sizes[l])
     if l == layout.n_layers - 1:
         return
     # As forward_pass, on these columns of each row (the same elementwise

@@ -17,7 +17,8 @@ Design
     computes its partial pre-activations P_t = X[:, f0:f1] @ W1[f0:f1, :]
     (+ b1 for t = 0) for all rows (each thread packs half of W1 and half of X: together,
     what one thread packs);
-  - phase B, by rows as cmlp._data_parallel's shares: z1 = P_0 + P_1 + ...
+  - phase B, by rows as cmlp._data_parallel's shares (or, by the rule of
+    cmlp._unit_split, by the units of hidden layer 1): z1 = P_0 + P_1 + ...
     (in task order) for the share's rows, then the rest of the forward
     pass and the deltas of every layer for them. A share has at least
     PHASE_B_MIN_ROWS rows, so a small batch has fewer shares than threads
@@ -56,6 +57,7 @@ from cmlp._data_parallel cimport (SplitStep, n_weight_blocks, share_pass, share_
 from cmlp._engine cimport Layout
 from cmlp._kernels cimport bias_gradient, linear_forward, weight_gradient_rows
 from cmlp._pool cimport pool_run_owned
+from cmlp._unit_split cimport by_units, unit_forward, unit_weight_gradients
 
 cdef extern from "stdlib.h" nogil:
     int posix_memalign(void** memptr, size_t alignment, size_t size)
@@ -118,12 +120,15 @@ cdef int feature_split_allocate(SplitStep* s, int copies, Py_ssize_t batch) exce
     cdef Py_ssize_t widest = (layout.sizes[0] + copies - 1) // copies
     cdef Py_ssize_t x = _aligned(batch * widest, item)
     cdef Py_ssize_t partial = _aligned(batch * layout.sizes[1], item)
+    cdef Py_ssize_t width2 = layout.sizes[2] if layout.n_layers > 2 else 0
+    cdef Py_ssize_t zeros = max(layout.sizes[1], width2)
     cdef void* memory = NULL
-    s.partial_at, s.copy_stride = x, x + partial
+    s.partial_at, s.partial2_at = x, x + partial
+    s.copy_stride = x + partial + _aligned(batch * width2, item)
     # The blocks, then a zero bias for the partial sums of tasks t > 0.
-    if posix_memalign(&memory, ALIGN, (copies * s.copy_stride + layout.sizes[1]) * item) != 0:
+    if posix_memalign(&memory, ALIGN, (copies * s.copy_stride + zeros) * item) != 0:
         raise MemoryError(f"the feature split's {copies} blocks of a batch")
-    memset(<char*> memory + copies * s.copy_stride * item, 0, layout.sizes[1] * item)
+    memset(<char*> memory + copies * s.copy_stride * item, 0, zeros * item)
     s.copies, s.n_copies = memory, copies
     s.phase_a_next = s.phase_a_done = NULL
     return 0
@@ -185,7 +190,7 @@ cdef inline void _phase_b(SplitStep* s, Py_ssize_t p, floating* dtype_) noexcept
             partial = _copy(s, t, dtype_) + s.partial_at + i * n1
             for j in range(n1):
                 z[j] += partial[j]
-    share_pass(s, p, True)
+    share_pass(s, p, 1)
 
 
 cdef void _phase_b_task(void* ctx, Py_ssize_t p, int worker) noexcept nogil:
@@ -205,7 +210,10 @@ cdef double feature_split_forward_backward(SplitStep* s, int threads,
         pool_run_owned(_phase_a_task, s, threads, threads)
     s.phase_a_done = NULL
     s.shares = phase_b_shares(threads, s.m)
-    if s.shares == 1:
+    s.by_units = by_units(s.layout, threads, s.m)
+    if s.by_units:
+        unit_forward(s, threads)
+    elif s.shares == 1:
         _phase_b_task(s, 0, 0)          # the caller is worker 0
     else:
         pool_run_owned(_phase_b_task, s, s.shares, threads)
@@ -245,7 +253,7 @@ cdef inline void _first_layer_rows(SplitStep* s, Py_ssize_t t, floating* dtype_)
 cdef void _phase_2_task(void* ctx, Py_ssize_t j, int worker) noexcept nogil:
     cdef SplitStep* s = <SplitStep*> ctx
     if j >= s.feature_blocks:
-        weight_block(s, j - s.feature_blocks, 1, s.work, s.deltas, NULL)
+        weight_block(s, j - s.feature_blocks, 1, s.work, s.deltas, NULL)   # not by_units
     elif s.single:
         _first_layer_rows(s, j, <float*> NULL)
     else:
@@ -256,7 +264,11 @@ cdef void feature_split_weight_gradients(SplitStep* s, int threads, bint step,
                                          const Py_ssize_t* next_order) noexcept nogil:
     s.step_now, s.threads = step, threads
     s.phase_a_next = next_order if step and _fuse_phase_a else NULL
-    pool_run_owned(_phase_2_task, s, s.feature_blocks + n_weight_blocks(s, 1), threads)
+    if s.by_units:
+        # dz1, which the rows of W1 need whole, and the other layers first.
+        unit_weight_gradients(s, threads)
+    pool_run_owned(_phase_2_task, s,
+                   s.feature_blocks + (0 if s.by_units else n_weight_blocks(s, 1)), threads)
     s.phase_a_done, s.phase_a_next = s.phase_a_next, NULL
 
 

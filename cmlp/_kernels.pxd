@@ -43,11 +43,14 @@ cdef void linear_backward(floating* da_prev, floating* dW, floating* db,
 cdef void linear_backward_input(floating* da_prev, const floating* dz, const floating* W,
                                 Py_ssize_t m, Py_ssize_t n_in, Py_ssize_t n_out,
                                 Py_ssize_t c0, Py_ssize_t c1) noexcept nogil
-# Columns [c0, c1) of z (m, n_out) = a_prev (m, n_in) @ W + b: a thread's
-# part of a layer whose batch is too small to split by rows.
+# Columns [c0, c1) of z (m, n_out) = a_prev[:, k0:k1] @ W[k0:k1, :] + b, for
+# a_prev (m, n_in): a thread's part of a layer whose batch is too small to
+# split by rows (all inputs: k0, k1 = 0, n_in), or the part of z that inputs
+# [k0, k1) contribute (cmlp._unit_split: b is then zero for all but one part).
 cdef void linear_forward_columns(floating* z, const floating* a_prev, const floating* W,
                                  const floating* b, Py_ssize_t m, Py_ssize_t n_in,
-                                 Py_ssize_t n_out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil
+                                 Py_ssize_t n_out, Py_ssize_t c0, Py_ssize_t c1,
+                                 Py_ssize_t k0, Py_ssize_t k1) noexcept nogil
 # out (rows, n_out) = alpha * a_prev^T @ dz + beta * out, where a_prev is m
 # rows of `rows` columns, lda apart (columns of a wider a_prev), dz (m, n_out)
 # and out rows ld apart (ld >= n_out: columns of wider matrices): rows of dW

@@ -201,20 +201,22 @@ cdef void linear_backward_input(floating* da_prev, const floating* dz, const flo
 
 cdef void linear_forward_columns(floating* z, const floating* a_prev, const floating* W,
                                  const floating* b, Py_ssize_t m, Py_ssize_t n_in,
-                                 Py_ssize_t n_out, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+                                 Py_ssize_t n_out, Py_ssize_t c0, Py_ssize_t c1,
+                                 Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
     # linear_forward's blocking (SMALL_BATCH rows for narrow W), on the
-    # columns [c0, c1) of W, b and z (leading dimension n_out).
-    cdef Py_ssize_t i, start = 0, rows, width = c1 - c0
+    # columns [c0, c1) of W, b and z (leading dimension n_out) and the
+    # inputs [k0, k1) (columns of a_prev, leading dimension n_in; rows of W).
+    cdef Py_ssize_t i, start = 0, rows, width = c1 - c0, depth = k1 - k0
     cdef Py_ssize_t block = m
-    if m <= SMALL_GEMM_MAX and n_in * width < SMALL_GEMM_WEIGHTS and small_gemm_is_fast():
+    if m <= SMALL_GEMM_MAX and depth * width < SMALL_GEMM_WEIGHTS and small_gemm_is_fast():
         block = SMALL_BATCH
     for i in range(m):
         memcpy(z + i * n_out + c0, b + c0, width * sizeof(floating))
     while start < m:
         rows = min(block, m - start)
-        gemm(False, False, <int> rows, <int> width, <int> n_in, <floating> 1.0,
-             a_prev + start * n_in, <int> n_in, W + c0, <int> n_out, <floating> 1.0,
-             z + start * n_out + c0, <int> n_out)
+        gemm(False, False, <int> rows, <int> width, <int> depth, <floating> 1.0,
+             a_prev + start * n_in + k0, <int> n_in, W + k0 * n_out + c0, <int> n_out,
+             <floating> 1.0, z + start * n_out + c0, <int> n_out)
         start += rows
 
 

@@ -190,28 +190,32 @@ def _linear_backward_input(floating[:, ::1] da_prev, const floating[:, ::1] dz,
                                 W.shape[0], W.shape[1], c0, c1)
 
 
-def linear_forward_columns(a_prev, W, b, c0, c1):
-    """Columns [c0, c1) of z (m, n_out) = a_prev (m, n_in) @ W + b."""
+def linear_forward_columns(a_prev, W, b, c0, c1, k0=0, k1=None):
+    """Columns [c0, c1) of z (m, n_out) = a_prev[:, k0:k1] @ W[k0:k1] + b
+    (all inputs by default)."""
     a_prev, W, b = _floats(a_prev, W, b)
     _matrix(a_prev, "a_prev")
     _matrix(W, "W")
     if a_prev.shape[1] != W.shape[0] or b.shape != (W.shape[1],):
         raise ValueError(f"shapes a_prev {a_prev.shape}, W {W.shape}, b {b.shape} do not fit")
     c0, c1 = _columns(c0, c1, W.shape[1])
+    k0, k1 = _columns(k0, k1, W.shape[0])
     z = np.zeros((a_prev.shape[0], W.shape[1]), dtype=W.dtype)
-    _linear_forward_columns(z, a_prev, W, b, c0, c1)
+    _linear_forward_columns(z, a_prev, W, b, c0, c1, k0, k1)
     return z[:, c0:c1]
 
 
 def _linear_forward_columns(floating[:, ::1] z, const floating[:, ::1] a_prev,
                             const floating[:, ::1] W, const floating[::1] b, Py_ssize_t c0,
-                            Py_ssize_t c1):
+                            Py_ssize_t c1, Py_ssize_t k0=0, Py_ssize_t k1=-1):
+    if k1 == -1:
+        k1 = W.shape[0]             # all inputs
     _fit(min(a_prev.shape[0], W.shape[0], W.shape[1]) > 0 and a_prev.shape[1] == W.shape[0]
          and b.shape[0] == W.shape[1] and (z.shape[0], z.shape[1]) == (a_prev.shape[0], W.shape[1])
-         and 0 <= c0 < c1 <= W.shape[1])
+         and 0 <= c0 < c1 <= W.shape[1] and 0 <= k0 < k1 <= W.shape[0])
     with nogil:
         K.linear_forward_columns(&z[0, 0], &a_prev[0, 0], &W[0, 0], &b[0], a_prev.shape[0],
-                                 W.shape[0], W.shape[1], c0, c1)
+                                 W.shape[0], W.shape[1], c0, c1, k0, k1)
 
 
 def weight_gradient_rows(out, dz, a_prev, alpha, beta, first=0, columns=None):

@@ -53,9 +53,9 @@ def linear_backward_input(dz, W, c0=0, c1=None):
     return dz @ W[c0:c1].T
 
 
-def linear_forward_columns(a_prev, W, b, c0, c1):
-    """Columns [c0, c1) of a_prev @ W + b."""
-    return a_prev @ W[:, c0:c1] + b[c0:c1]
+def linear_forward_columns(a_prev, W, b, c0, c1, k0=0, k1=None):
+    """Columns [c0, c1) of a_prev[:, k0:k1] @ W[k0:k1] + b."""
+    return a_prev[:, k0:k1] @ W[k0:k1, c0:c1] + b[c0:c1]
 
 
 def weight_gradient_rows(out, dz, a_prev, alpha, beta):

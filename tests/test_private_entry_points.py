@@ -153,6 +153,8 @@ KERNEL_CALLS = {
                                                                   z(3), 1, 4),
     "_linear_forward_columns, empty range": lambda: ck._linear_forward_columns(
         z(5, 3), z(5, 4), z(4, 3), z(3), 2, 2),
+    "_linear_forward_columns, inputs past W": lambda: ck._linear_forward_columns(
+        z(5, 3), z(5, 4), z(4, 3), z(3), 0, 3, 2, 5),
     "_linear_backward_input": lambda: ck._linear_backward_input(z(5, 4), z(5, 3), z(4, 3), 2,
                                                                 5),
     "_linear_backward_input, short da": lambda: ck._linear_backward_input(
