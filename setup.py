@@ -41,9 +41,9 @@ if os.environ.get("CMLP_SANITIZE", "") not in ("", "0"):
 
 # The wheel holds what users import; the benchmarks' GEMM floor
 # (bench/_bench_floor.pyx) is built by bench/ on demand.
-MODULES = ["_blas", "_fork_gate", "_pool", "_kernels", "_optim", "_sparse", "_engine", "_entry", "_data_parallel",
-           "_unit_split", "_feature_split", "_stepper",
-           "checked_kernels"]
+MODULES = ["_blas", "_fork_gate", "_pool", "_kernels", "_optim", "_sparse", "_engine",
+           "_layer_columns", "_entry", "_data_parallel", "_unit_split", "_feature_split",
+           "_stepper", "checked_kernels"]
 # _blas binds its dl* calls to glibc's pre-2.34 symbols (cmlp/_dl_compat.h), which
 # live in libdl on older glibc: link libdl.so.2 itself (glibc 2.34+ ships only an
 # empty libdl.a for -ldl), even where the linker defaults to --as-needed (no symbol

@@ -38,8 +38,8 @@ from libc.string cimport memcpy
 
 from libc.math cimport isfinite
 
-from cmlp._engine cimport (Layout, backward_deltas, forward_pass, layer_delta_columns,
-                           layer_forward_columns, layer_input, output_deltas)
+from cmlp._engine cimport Layout, backward_deltas, forward_pass, layer_input, output_deltas
+from cmlp._layer_columns cimport layer_delta_columns, layer_forward_columns
 from cmlp._kernels cimport bias_gradient, weight_gradient_rows
 from cmlp._optim cimport (OPT_ADAM, OPT_ADAM_STEP, OPT_MOMENTUM, OPT_MOMENTUM_STEP,
                           OPT_NESTEROV, OPT_NESTEROV_STEP, adam_step_update, adam_update,

@@ -37,9 +37,9 @@ from cmlp._sparse cimport CsrRows, csr_linear_backward, csr_linear_forward
 
 from cmlp._kernels cimport (
     ACT_GELU, ACT_RELU, OUT_EXP, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
-    activation_forward, dropout_backward, dropout_forward, dropout_seed,
-    linear_backward, linear_backward_input, linear_backward_sgd,
-    linear_backward_sgd_next_forward, linear_forward, linear_forward_columns, mse_backward, poisson_backward,
+    activation_forward, dropout_backward, dropout_forward, dropout_seed, dropout_seed_at,
+    linear_backward, linear_backward_sgd, linear_backward_sgd_next_forward, linear_forward,
+    linear_backward_input, mse_backward, poisson_backward,
     sigmoid_bce_backward, softmax_xent_backward,
 )
 
@@ -52,9 +52,6 @@ cdef extern from "Python.h":
 # round trip every 50 ms costs nothing measurable and keeps the answer to
 # Ctrl-C well under a second (one batch or chunk can still run to its end).
 cdef double SIGNAL_INTERVAL = 0.05
-
-# The step of dropout_forward's SplitMix64 counter (the golden ratio, 2^64 / phi).
-cdef uint64_t DROPOUT_STRIDE = 0x9E3779B97F4A7C15ULL
 
 
 cdef int require(bint ok, str what) except -1:
@@ -210,11 +207,10 @@ cdef floating* forward_pass(floating* work, const floating* params,
             mask = _rows(work, M, layout.act_width + layout.hidden_width + offset,
                          row0 if region_rows else 0, n_out)
             # The masks are a counter-based stream (dropout_forward): value
-            # i of batch row row0 + r is draw (row0 + r) * n_out + i, and
-            # draw j of seed s is draw 0 of s + j * DROPOUT_STRIDE.
+            # i of batch row row0 + r is draw (row0 + r) * n_out + i.
             dropout_forward(next_, mask, a, layout.dropout[l],
-                            dropout_seed(dropout_key, step, l)
-                            + <uint64_t> (row0 * n_out) * DROPOUT_STRIDE, m * n_out)
+                            dropout_seed_at(dropout_seed(dropout_key, step, l), row0 * n_out),
+                            m * n_out)
             a = next_
         a_prev = a
         offset += n_out
@@ -348,62 +344,6 @@ cdef double backward_deltas(floating* deltas, const floating* params, floating* 
         activation_backward(layout.activations[l - 1], da, slot, da, m * n)
         dz = da
     return loss
-
-
-cdef inline Py_ssize_t _slot_offset(const Layout* layout, Py_ssize_t l) noexcept nogil:
-    # Values per row before layer l's slot: sum(sizes[1:l+1]).
-    cdef Py_ssize_t i, offset = 0
-    for i in range(1, l + 1):
-        offset += layout.sizes[i]
-    return offset
-
-
-cdef void layer_forward_columns(floating* work, const floating* params, const Layout* layout,
-                                const floating* X, Py_ssize_t m, Py_ssize_t l, Py_ssize_t c0,
-                                Py_ssize_t c1, bint train, uint64_t dropout_key,
-                                uint64_t step, bint z_done=False) noexcept nogil:
-    cdef Py_ssize_t i, n_out = layout.sizes[l + 1], width = c1 - c0
-    cdef Py_ssize_t offset = _slot_offset(layout, l)
-    cdef floating* slot = work + m * offset
-    cdef floating* next_ = work + m * (layout.act_width + offset)
-    cdef floating* mask = work + m * (layout.act_width + layout.hidden_width + offset)
-    cdef floating* a
-    cdef uint64_t seed
-    if not z_done:
-        linear_forward_columns(slot, X if l == 0 else layer_input(work, layout, m, l, train),
-                               params + layout.w_offsets[l], params + layout.b_offsets[l], m,
-                               layout.sizes[l], n_out, c0, c1, 0, layout.sizes[l])
-    if l == layout.n_layers - 1:
-        return
-    # As forward_pass, on these columns of each row (the same elementwise
-    # kernels, the same dropout draws: value j of row i is draw i * n_out + j).
-    a = next_ if layout.activations[l] == ACT_GELU else slot
-    for i in range(m):
-        activation_forward(layout.activations[l], a + i * n_out + c0, slot + i * n_out + c0,
-                           width)
-    if train and layout.dropout[l] > 0:
-        seed = dropout_seed(dropout_key, step, l)
-        for i in range(m):
-            dropout_forward(next_ + i * n_out + c0, mask + i * n_out + c0, a + i * n_out + c0,
-                            layout.dropout[l],
-                            seed + <uint64_t> (i * n_out + c0) * DROPOUT_STRIDE, width)
-
-
-cdef void layer_delta_columns(floating* deltas, const floating* params, floating* work,
-                              const Layout* layout, Py_ssize_t m, Py_ssize_t l,
-                              Py_ssize_t c0, Py_ssize_t c1, bint train) noexcept nogil:
-    cdef Py_ssize_t i, n = layout.sizes[l], width = c1 - c0
-    cdef Py_ssize_t offset = _slot_offset(layout, l - 1)
-    cdef floating* da = deltas + m * offset
-    cdef floating* slot = work + m * offset
-    cdef floating* mask = work + m * (layout.act_width + layout.hidden_width + offset)
-    linear_backward_input(da, deltas + m * (offset + n), params + layout.w_offsets[l], m, n,
-                          layout.sizes[l + 1], c0, c1)
-    for i in range(m):
-        if train and layout.dropout[l - 1] > 0:
-            dropout_backward(da + i * n + c0, mask + i * n + c0, da + i * n + c0, width)
-        activation_backward(layout.activations[l - 1], da + i * n + c0, slot + i * n + c0,
-                            da + i * n + c0, width)
 
 
 cdef const floating* layer_input(const floating* work, const Layout* layout, Py_ssize_t m,

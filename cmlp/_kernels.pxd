@@ -121,6 +121,11 @@ cdef void dropout_backward(floating* da, const floating* mask,
                            const floating* dout, Py_ssize_t n) noexcept nogil
 # The seed of one layer's dropout mask at one training step.
 cdef uint64_t dropout_seed(uint64_t key, uint64_t step, uint64_t layer) noexcept nogil
+# The seed whose draw 0 is draw `index` of seed's stream (dropout_forward's
+# draw i of seed s is draw 0 of s + i * the golden ratio 2^64 / phi): the
+# seed of a part of a mask that starts at value `index`.
+cdef inline uint64_t dropout_seed_at(uint64_t seed, uint64_t index) noexcept nogil:
+    return seed + index * <uint64_t> 0x9E3779B97F4A7C15ULL
 
 # p (m, k) = softmax of each row of z (m, k); p may alias z.
 cdef void softmax_forward(floating* p, const floating* z, Py_ssize_t m,

@@ -41,7 +41,8 @@ Design
 """
 from cmlp._data_parallel cimport (SplitStep, n_weight_blocks, share_pass, share_rows,
                                   weight_block, weight_rows)
-from cmlp._engine cimport Layout, layer_delta_columns, layer_forward_columns, layer_input
+from cmlp._engine cimport Layout, layer_input
+from cmlp._layer_columns cimport layer_delta_columns, layer_forward_columns
 from cmlp._kernels cimport linear_forward_columns
 from cmlp._pool cimport pool_run_owned
 
