@@ -57,7 +57,7 @@ from cmlp._data_parallel cimport (SplitStep, n_weight_blocks, share_pass, share_
 from cmlp._engine cimport Layout
 from cmlp._kernels cimport bias_gradient, linear_forward, weight_gradient_rows
 from cmlp._pool cimport pool_run_owned
-from cmlp._unit_split cimport by_units, unit_forward, unit_weight_gradients
+from cmlp._unit_split cimport by_units, sum_partials, unit_forward, unit_weight_gradients
 
 cdef extern from "stdlib.h" nogil:
     int posix_memalign(void** memptr, size_t alignment, size_t size)
@@ -179,17 +179,9 @@ cdef inline void _phase_b(SplitStep* s, Py_ssize_t p, floating* dtype_) noexcept
     # Share p's rows: z1 = the partial sums in task order (P_0 holds b1),
     # into layer 1's slot where the whole batch's would be; then the rest of
     # the share as cmlp._data_parallel runs it.
-    cdef Py_ssize_t i, j, t, r0, rows, n1 = s.layout.sizes[1]
-    cdef const floating* partial
-    cdef floating* z
+    cdef Py_ssize_t r0, rows, n1 = s.layout.sizes[1]
     share_rows(s, p, &r0, &rows)
-    for i in range(r0, r0 + rows):
-        z = <floating*> s.work + i * n1                # layer 1's slot comes first
-        memcpy(z, _copy(s, 0, dtype_) + s.partial_at + i * n1, n1 * sizeof(floating))
-        for t in range(1, s.feature_blocks):
-            partial = _copy(s, t, dtype_) + s.partial_at + i * n1
-            for j in range(n1):
-                z[j] += partial[j]
+    sum_partials(s, s.partial_at, 0, n1, r0, r0 + rows, 0, n1, dtype_)   # layer 1's slot first
     share_pass(s, p, 1)
 
 

@@ -49,7 +49,6 @@ from cmlp._pool cimport pool_run_owned
 import numpy as np
 
 from cython cimport floating
-from libc.string cimport memcpy
 
 cdef enum:
     UNIT_MIN_WIDTH = 16
@@ -110,18 +109,10 @@ cdef inline floating* _copy(const SplitStep* s, Py_ssize_t t, floating* dtype_) 
 cdef inline void _job_1(SplitStep* s, Py_ssize_t t, floating* dtype_) noexcept nogil:
     # z1's columns [u0, u1) from the partial sums, activated; then Z_t.
     cdef const Layout* layout = s.layout
-    cdef Py_ssize_t i, j, q, u0, u1, m = s.m, n1 = layout.sizes[1], n2 = layout.sizes[2]
-    cdef floating* z
-    cdef const floating* partial
+    cdef Py_ssize_t u0, u1, m = s.m, n1 = layout.sizes[1], n2 = layout.sizes[2]
     cdef const floating* params = <const floating*> s.params
     _units(s, t, &u0, &u1)
-    for i in range(m):
-        z = <floating*> s.work + i * n1 + u0           # layer 1's slot comes first
-        memcpy(z, _copy(s, 0, dtype_) + s.partial_at + i * n1 + u0, (u1 - u0) * sizeof(floating))
-        for q in range(1, s.feature_blocks):
-            partial = _copy(s, q, dtype_) + s.partial_at + i * n1 + u0
-            for j in range(u1 - u0):
-                z[j] += partial[j]
+    sum_partials(s, s.partial_at, 0, n1, 0, m, u0, u1, dtype_)   # layer 1's slot comes first
     layer_forward_columns(<floating*> s.work, params, layout, <const floating*> NULL, m, 0,
                           u0, u1, True, s.dropout_key, s.batch_index, True)
     linear_forward_columns(_copy(s, t, dtype_) + s.partial2_at,
@@ -143,17 +134,9 @@ cdef void _job_1_task(void* ctx, Py_ssize_t t, int worker) noexcept nogil:
 cdef inline void _job_2(SplitStep* s, Py_ssize_t p, floating* dtype_) noexcept nogil:
     # Share p's rows of z2 = Z_0 + Z_1 + ..., into layer 2's slot, then the
     # rest of the share.
-    cdef Py_ssize_t i, j, t, r0, rows, m = s.m, n1 = s.layout.sizes[1], n2 = s.layout.sizes[2]
-    cdef const floating* partial
-    cdef floating* z
+    cdef Py_ssize_t r0, rows, n1 = s.layout.sizes[1], n2 = s.layout.sizes[2]
     share_rows(s, p, &r0, &rows)
-    for i in range(r0, r0 + rows):
-        z = <floating*> s.work + m * n1 + i * n2
-        memcpy(z, _copy(s, 0, dtype_) + s.partial2_at + i * n2, n2 * sizeof(floating))
-        for t in range(1, s.feature_blocks):
-            partial = _copy(s, t, dtype_) + s.partial2_at + i * n2
-            for j in range(n2):
-                z[j] += partial[j]
+    sum_partials(s, s.partial2_at, s.m * n1, n2, r0, r0 + rows, 0, n2, dtype_)
     share_pass(s, p, 2)
 
 
