@@ -43,7 +43,8 @@ if os.environ.get("CMLP_SANITIZE", "") not in ("", "0"):
 # (bench/_bench_floor.pyx) is built by bench/ on demand.
 MODULES = ["_blas", "_fork_gate", "_pool", "_kernels", "_optim", "_sparse", "_engine",
            "_layer_columns", "_entry", "_data_parallel", "_unit_split", "_feature_split",
-           "_stepper", "checked_kernels"]
+           "_stepper", "checked_kernels._linear", "checked_kernels._elementwise",
+           "checked_kernels._losses", "checked_kernels._optimizers"]
 # _blas binds its dl* calls to glibc's pre-2.34 symbols (cmlp/_dl_compat.h), which
 # live in libdl on older glibc: link libdl.so.2 itself (glibc 2.34+ ships only an
 # empty libdl.a for -ldl), even where the linker defaults to --as-needed (no symbol
@@ -57,7 +58,7 @@ EXTRA_LINK_ARGS = {"_blas": DL_LINK_ARGS, "_pool": PTHREAD_LINK_ARGS}
 extensions = [
     Extension(
         f"cmlp.{name}",
-        [f"cmlp/{name}.pyx"],
+        [f"cmlp/{name.replace('.', '/')}.pyx"],
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS + EXTRA_LINK_ARGS.get(name, []),
         depends=["cmlp/_row_kernels.h", "cmlp/_row_kernels_impl.h", "cmlp/_dl_compat.h",

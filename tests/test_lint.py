@@ -26,7 +26,7 @@ def test_ruff_is_clean():
 
 
 def test_cython_lint_is_clean():
-    sources = sorted(str(p) for p in [*(ROOT / "cmlp").glob("*.p[xy][dx]"),
+    sources = sorted(str(p) for p in [*(ROOT / "cmlp").rglob("*.p[xy][dx]"),
                                       *(ROOT / "bench").glob("*.pyx")])
     assert len(sources) >= 10
     result = subprocess.run([tool("cython-lint"), *sources], cwd=ROOT, capture_output=True,
