@@ -41,7 +41,7 @@ if os.environ.get("CMLP_SANITIZE", "") not in ("", "0"):
 
 # The wheel holds what users import; the benchmarks' GEMM floor
 # (bench/_bench_floor.pyx) is built by bench/ on demand.
-MODULES = ["_blas", "_fork_gate", "_pool", "_kernels", "_optim", "_sparse", "_engine",
+MODULES = ["_blas", "_fork_gate", "_pool", "_kernels", "_losses", "_optim", "_sparse", "_engine",
            "_layer_columns", "_entry", "_data_parallel", "_unit_split", "_feature_split",
            "_stepper", "checked_kernels._linear", "checked_kernels._elementwise",
            "checked_kernels._losses", "checked_kernels._optimizers"]

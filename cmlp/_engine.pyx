@@ -39,9 +39,9 @@ from cmlp._kernels cimport (
     ACT_GELU, ACT_RELU, OUT_EXP, OUT_SIGMOID, OUT_SOFTMAX, activation_backward,
     activation_forward, dropout_backward, dropout_forward, dropout_seed, dropout_seed_at,
     linear_backward, linear_backward_sgd, linear_backward_sgd_next_forward, linear_forward,
-    linear_backward_input, mse_backward, poisson_backward,
-    sigmoid_bce_backward, softmax_xent_backward,
+    linear_backward_input,
 )
+from cmlp._losses cimport mse_backward, poisson_backward, sigmoid_bce_backward, softmax_xent_backward
 
 cdef extern from "Python.h":
     # Runs pending signal handlers (in the main thread); -1 with the

@@ -39,9 +39,9 @@ from cmlp._blas cimport serial_blas_enter, serial_blas_leave
 from cmlp._engine cimport (Layout, NetLayout, all_finite, backward_pass, check_signals,
                            forward_pass, monotonic_seconds, require, work_per_row)
 from cmlp._fork_gate cimport gate_enter, gate_leave
-from cmlp._kernels cimport (OUT_EXP, OUT_SIGMOID, OUT_SOFTMAX, exp_forward, mse_loss,
-                            poisson_loss, sigmoid_bce_loss, sigmoid_forward, softmax_forward,
-                            softmax_xent_loss)
+from cmlp._kernels cimport OUT_EXP, OUT_SIGMOID, OUT_SOFTMAX, exp_forward, sigmoid_forward
+from cmlp._losses cimport (mse_loss, poisson_loss, sigmoid_bce_loss, softmax_forward,
+                           softmax_xent_loss)
 from cmlp._panel_gemm cimport cmlp_free_layers, cmlp_pack_layers, cmlp_panel_gemm_available
 from cmlp._pool cimport pool_run, task_rows_for, threads_for
 from cmlp._sparse cimport CsrMatrix, CsrRows

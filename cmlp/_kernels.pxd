@@ -1,10 +1,10 @@
 # Layer kernels of cmlp: one forward/backward pair per layer kind, over
 # contiguous row-major buffers. Outputs come first; shapes are in comments.
 # All are `noexcept nogil` and check nothing: callers validate at the Python
-# boundary (cmlp.network, cmlp.kernels).
+# boundary (cmlp.network, cmlp.checked_kernels).
 
 from cython cimport floating
-from libc.stdint cimport int32_t, uint64_t
+from libc.stdint cimport uint64_t
 
 # Activation codes, shared with cmlp/_layout.py (ACTIVATIONS).
 cpdef enum Activation:
@@ -127,57 +127,8 @@ cdef uint64_t dropout_seed(uint64_t key, uint64_t step, uint64_t layer) noexcept
 cdef inline uint64_t dropout_seed_at(uint64_t seed, uint64_t index) noexcept nogil:
     return seed + index * <uint64_t> 0x9E3779B97F4A7C15ULL
 
-# p (m, k) = softmax of each row of z (m, k); p may alias z.
-cdef void softmax_forward(floating* p, const floating* z, Py_ssize_t m,
-                          Py_ssize_t k) noexcept nogil
-
-# Losses. `weights` (m) are per-row sample weights, or NULL for all ones.
-# The *_loss kernels return the weighted loss sum, sum_i w_i * loss_i; the
-# *_backward kernels return the same sum and write the gradient of the
-# weighted mean, sum_i w_i * loss_i / sum_i w_i (= the plain mean over the
-# m rows when weights is NULL), so dz_i = w_i * dloss_i / sum(w). A batch
-# whose weights sum to 0 gets dz = 0. n_correct counts rows predicted right
-# (unweighted); dz must not alias z.
-
-# Cross-entropy of softmax(z) against integer labels (m), computed stably
-# from the logits z (m, k); a hit is argmax(z) == label.
-cdef double softmax_xent_loss(const floating* z, const int32_t* labels,
-                              const floating* weights, Py_ssize_t m,
-                              Py_ssize_t k, Py_ssize_t* n_correct) noexcept nogil
-# Fused softmax + cross-entropy gradient: dz_i = w_i (softmax(z_i) - onehot_i) / sum(w).
-cdef double softmax_xent_backward(floating* dz, const floating* z,
-                                  const int32_t* labels, const floating* weights,
-                                  Py_ssize_t m, Py_ssize_t k,
-                                  Py_ssize_t* n_correct) noexcept nogil
-
-# 1/2 ||yhat_i - y_i||^2 per row, for yhat, y (m, k); no hits are counted.
-cdef double mse_loss(const floating* yhat, const floating* y,
-                     const floating* weights, Py_ssize_t m,
-                     Py_ssize_t k) noexcept nogil
-# dz_i = w_i (yhat_i - y_i) / sum(w).
-cdef double mse_backward(floating* dz, const floating* yhat, const floating* y,
-                         const floating* weights, Py_ssize_t m,
-                         Py_ssize_t k) noexcept nogil
-
-# Binary cross-entropy of sigmoid(z) against targets y in [0, 1] (m, k),
-# summed over the k labels of a row, computed stably from the logits:
-# softplus(z) - y z. A hit is a row whose every label is right
-# (z > 0 exactly where y > 0.5).
-cdef double sigmoid_bce_loss(const floating* z, const floating* y,
-                             const floating* weights, Py_ssize_t m, Py_ssize_t k,
-                             Py_ssize_t* n_correct) noexcept nogil
-# dz_i = w_i (sigmoid(z_i) - y_i) / sum(w).
-cdef double sigmoid_bce_backward(floating* dz, const floating* z, const floating* y,
-                                 const floating* weights, Py_ssize_t m, Py_ssize_t k,
-                                 Py_ssize_t* n_correct) noexcept nogil
-
-# Half Poisson deviance of mu = exp(z) against targets y >= 0 (m, k), summed
-# over the k outputs of a row: mu - y z + y log y - y (scikit-learn's
-# poisson_loss: 0 for a perfect fit; y log y = 0 at y = 0); no hits counted.
-cdef double poisson_loss(const floating* z, const floating* y,
-                         const floating* weights, Py_ssize_t m,
-                         Py_ssize_t k) noexcept nogil
-# dz_i = w_i (exp(z_i) - y_i) / sum(w).
-cdef double poisson_backward(floating* dz, const floating* z, const floating* y,
-                             const floating* weights, Py_ssize_t m,
-                             Py_ssize_t k) noexcept nogil
+# The output-layer and loss kernels (cmlp._losses), here too for code that
+# cimports them from cmlp._kernels.
+from cmlp._losses cimport (mse_backward, mse_loss, poisson_backward, poisson_loss,
+                           sigmoid_bce_backward, sigmoid_bce_loss, softmax_forward,
+                           softmax_xent_backward, softmax_xent_loss)

@@ -9,6 +9,7 @@ from libc.stdint cimport int32_t
 from cython cimport floating
 
 from cmlp cimport _kernels as K
+from cmlp cimport _losses as L
 from cmlp._validation import as_sample_weight
 from cmlp.checked_kernels._checks import _fit, _floats, _labels, _matrix
 
@@ -27,7 +28,7 @@ def softmax_forward(z):
 def _softmax_forward(floating[:, ::1] p, const floating[:, ::1] z):
     _fit(min(z.shape[0], z.shape[1]) > 0 and (p.shape[0], p.shape[1]) == (z.shape[0], z.shape[1]))
     with nogil:
-        K.softmax_forward(&p[0, 0], &z[0, 0], z.shape[0], z.shape[1])
+        L.softmax_forward(&p[0, 0], &z[0, 0], z.shape[0], z.shape[1])
 
 
 def _weights(sample_weight, m, dtype):
@@ -57,7 +58,7 @@ def _softmax_xent_loss(const floating[:, ::1] z, const int32_t[::1] labels,
          and w.shape[0] in (0, z.shape[0]))
     _labels(labels, z.shape[0], z.shape[1])
     with nogil:
-        loss = K.softmax_xent_loss(&z[0, 0], &labels[0], _wptr(w), z.shape[0],
+        loss = L.softmax_xent_loss(&z[0, 0], &labels[0], _wptr(w), z.shape[0],
                                    z.shape[1], &correct)
     return loss, correct
 
@@ -81,7 +82,7 @@ def _softmax_xent_backward(floating[:, ::1] dz, const floating[:, ::1] z,
          and (dz.shape[0], dz.shape[1]) == (z.shape[0], z.shape[1]) and w.shape[0] in (0, z.shape[0]))
     _labels(labels, z.shape[0], z.shape[1])
     with nogil:
-        loss = K.softmax_xent_backward(&dz[0, 0], &z[0, 0], &labels[0], _wptr(w),
+        loss = L.softmax_xent_backward(&dz[0, 0], &z[0, 0], &labels[0], _wptr(w),
                                        z.shape[0], z.shape[1], &correct)
     return loss, correct
 
@@ -105,7 +106,7 @@ def _mse_loss(const floating[:, ::1] yhat, const floating[:, ::1] y, const float
     _fit(min(y.shape[0], y.shape[1]) > 0 and (yhat.shape[0], yhat.shape[1]) == (y.shape[0], y.shape[1])
          and w.shape[0] in (0, y.shape[0]))
     with nogil:
-        loss = K.mse_loss(&yhat[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1])
+        loss = L.mse_loss(&yhat[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1])
     return loss
 
 
@@ -122,7 +123,7 @@ def _mse_backward(floating[:, ::1] dz, const floating[:, ::1] yhat,
     _fit(min(y.shape[0], y.shape[1]) > 0 and (yhat.shape[0], yhat.shape[1]) == (y.shape[0], y.shape[1])
          and (dz.shape[0], dz.shape[1]) == (y.shape[0], y.shape[1]) and w.shape[0] in (0, y.shape[0]))
     with nogil:
-        loss = K.mse_backward(&dz[0, 0], &yhat[0, 0], &y[0, 0], _wptr(w), y.shape[0],
+        loss = L.mse_backward(&dz[0, 0], &yhat[0, 0], &y[0, 0], _wptr(w), y.shape[0],
                               y.shape[1])
     return loss
 
@@ -160,7 +161,7 @@ def _poisson_loss(const floating[:, ::1] z, const floating[:, ::1] y, const floa
     _fit(min(y.shape[0], y.shape[1]) > 0 and (z.shape[0], z.shape[1]) == (y.shape[0], y.shape[1])
          and w.shape[0] in (0, y.shape[0]))
     with nogil:
-        loss = K.poisson_loss(&z[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1])
+        loss = L.poisson_loss(&z[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1])
     return loss
 
 
@@ -178,7 +179,7 @@ def _poisson_backward(floating[:, ::1] dz, const floating[:, ::1] z,
     _fit(min(y.shape[0], y.shape[1]) > 0 and (z.shape[0], z.shape[1]) == (y.shape[0], y.shape[1])
          and (dz.shape[0], dz.shape[1]) == (y.shape[0], y.shape[1]) and w.shape[0] in (0, y.shape[0]))
     with nogil:
-        loss = K.poisson_backward(&dz[0, 0], &z[0, 0], &y[0, 0], _wptr(w), y.shape[0],
+        loss = L.poisson_backward(&dz[0, 0], &z[0, 0], &y[0, 0], _wptr(w), y.shape[0],
                                   y.shape[1])
     return loss
 
@@ -197,7 +198,7 @@ def _sigmoid_bce_loss(const floating[:, ::1] z, const floating[:, ::1] y,
     _fit(min(y.shape[0], y.shape[1]) > 0 and (z.shape[0], z.shape[1]) == (y.shape[0], y.shape[1])
          and w.shape[0] in (0, y.shape[0]))
     with nogil:
-        loss = K.sigmoid_bce_loss(&z[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1],
+        loss = L.sigmoid_bce_loss(&z[0, 0], &y[0, 0], _wptr(w), y.shape[0], y.shape[1],
                                   &correct)
     return loss, correct
 
@@ -217,6 +218,6 @@ def _sigmoid_bce_backward(floating[:, ::1] dz, const floating[:, ::1] z,
     _fit(min(y.shape[0], y.shape[1]) > 0 and (z.shape[0], z.shape[1]) == (y.shape[0], y.shape[1])
          and (dz.shape[0], dz.shape[1]) == (y.shape[0], y.shape[1]) and w.shape[0] in (0, y.shape[0]))
     with nogil:
-        loss = K.sigmoid_bce_backward(&dz[0, 0], &z[0, 0], &y[0, 0], _wptr(w), y.shape[0],
+        loss = L.sigmoid_bce_backward(&dz[0, 0], &z[0, 0], &y[0, 0], _wptr(w), y.shape[0],
                                       y.shape[1], &correct)
     return loss, correct
