@@ -1,10 +1,11 @@
 """The NumPy reference: cmlp's network written straight from the equations.
 
-Every C kernel in cmlp._kernels (exposed to Python by cmlp.kernels) has a
-twin here with the same name and signature, and tests/test_kernels.py
-compares each pair. ReferenceNetwork composes the twins into the same
-network, initialised identically for the same seed (cmlp._layout), so the
-engine can be checked end to end: forward, loss, gradients, SGD, training.
+Every C kernel in cmlp._kernels, cmlp._losses and cmlp._optim (exposed to
+Python by cmlp.checked_kernels) has a twin here with the same name and
+signature, and tests/test_kernels.py compares each pair. ReferenceNetwork
+composes the twins into the same network, initialised identically for the
+same seed (cmlp._layout), so the engine can be checked end to end: forward,
+loss, gradients, SGD, training.
 
 Math, with m rows in the batch and W of shape (n_in, n_out):
     z = a_prev @ W + b,  a = act(z)

@@ -1,4 +1,4 @@
-"""Every C kernel (cmlp.kernels) against its NumPy twin (cmlp.reference)."""
+"""Every C kernel (cmlp.checked_kernels) against its NumPy twin (cmlp.reference)."""
 import subprocess
 import sys
 
