@@ -19,7 +19,10 @@ def test_grid_search_on_a_two_worker_local_cluster():
         with get_task_stream(client) as stream, joblib.parallel_backend("dask"):
             on_cluster = make().fit(X, y)
         workers = {task["worker"] for task in stream.data}
-        assert len(client.scheduler_info()["workers"]) == 2
+        # Asked of the scheduler directly: scheduler_info() can return the
+        # client's cached identity, whose periodic refresh carries no workers
+        # (distributed 2026.8; seen once in the sanitizer build's slow run).
+        assert len(client.nthreads()) == 2
     # The 8 fits (4 settings x 2 folds) ran as tasks on the cluster's workers...
     assert len(stream.data) >= 8 and workers
     # ...and scored exactly as the same search run in this process.
