@@ -38,6 +38,17 @@ cdef inline floating _row_max(const floating* row, Py_ssize_t k,
     return top
 
 
+cdef inline floating _exp_row(floating* out, const floating* row, floating top,
+                              Py_ssize_t k) noexcept nogil:
+    # out = exp(row - top), returning its sum: softmax's numerators.
+    cdef Py_ssize_t j
+    cdef floating total = 0
+    for j in range(k):
+        out[j] = _exp(row[j] - top)
+        total += out[j]
+    return total
+
+
 cdef void softmax_forward(floating* p, const floating* z, Py_ssize_t m,
                           Py_ssize_t k) noexcept nogil:
     cdef Py_ssize_t i, j, best
@@ -48,10 +59,7 @@ cdef void softmax_forward(floating* p, const floating* z, Py_ssize_t m,
         zi = z + i * k
         pi = p + i * k
         top = _row_max(zi, k, &best)
-        total = 0
-        for j in range(k):
-            pi[j] = _exp(zi[j] - top)
-            total += pi[j]
+        total = _exp_row(pi, zi, top, k)
         for j in range(k):
             pi[j] /= total
 
@@ -112,10 +120,7 @@ cdef double softmax_xent_backward(floating* dz, const floating* z,
         zi = z + i * k
         dzi = dz + i * k
         top = _row_max(zi, k, &best)
-        total = 0
-        for j in range(k):
-            dzi[j] = _exp(zi[j] - top)
-            total += dzi[j]
+        total = _exp_row(dzi, zi, top, k)
         row_loss = _log(total) - (zi[labels[i]] - top)
         loss += row_loss if weights == NULL else weights[i] * row_loss
         n_correct[0] += best == labels[i]
