@@ -136,7 +136,7 @@ def as_labels(y, n, n_classes, name="y"):
     elif arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
     if arr.min() < 0 or arr.max() >= n_classes:
-        raise ValueError(f"{name} labels must lie in [0, {n_classes}); "
+        raise ValueError(f"{name} must hold class labels in [0, {n_classes}); "
                          f"got values from {arr.min()} to {arr.max()}")
     return c_array(arr, np.int32)
 
